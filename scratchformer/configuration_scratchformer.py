@@ -1,0 +1,139 @@
+"""ScratchformerConfig: every size and switch of the model, validated when it is built."""
+
+from transformers import PreTrainedConfig
+
+POSITION_EMBEDDING_TYPES = ("learned", "sinusoidal", "rotary")
+NORM_PLACEMENTS = ("pre", "post")
+CLASSIFIER_POOLINGS = ("mean", "max", "cls", "last")
+
+# Saved next to the weights so every Auto class can load the folder with trust_remote_code=True,
+# whichever head wrote it (transformers alone would record only the saving class).
+AUTO_MAP = {
+    "AutoConfig": "configuration_scratchformer.ScratchformerConfig",
+    "AutoModel": "modeling_scratchformer.ScratchformerModel",
+    "AutoModelForCausalLM": "modeling_scratchformer.ScratchformerForCausalLM",
+    "AutoModelForSequenceClassification": "modeling_scratchformer.ScratchformerForSequenceClassification",
+    "AutoModelForMaskedLM": "modeling_scratchformer.ScratchformerForMaskedLM",
+}
+
+
+class ScratchformerConfig(PreTrainedConfig):
+    r"""Configuration of a Scratchformer model.
+
+    Args:
+        vocab_size: number of token ids.
+        hidden_size: width of every token vector (d_model).
+        num_hidden_layers: number of Transformer blocks.
+        num_attention_heads: heads per attention layer; must divide `hidden_size`.
+        intermediate_size: width of the feed-forward layer inside each block.
+        hidden_act: feed-forward activation, any name in `transformers.activations.ACT2FN`.
+        max_position_embeddings: longest sequence (prompt + generated tokens) the model accepts.
+        position_embedding_type: `"learned"` (GPT-2/BERT), `"sinusoidal"` (Vaswani et al.) or `"rotary"` (RoPE).
+        rope_theta: base of the rotary frequencies.
+        hidden_dropout_prob: dropout on embeddings and on each sublayer output.
+        attention_probs_dropout_prob: dropout on the attention weights.
+        classifier_dropout: dropout before the classification layer (defaults to `hidden_dropout_prob`).
+        layer_norm_eps: epsilon of every LayerNorm.
+        norm_placement: `"pre"` (LayerNorm before each sublayer, GPT-2 style) or `"post"` (after the residual sum,
+            as in the original Transformer and BERT).
+        is_decoder: causal self-attention (each token sees only earlier tokens). Causal-LM heads always set it.
+        classifier_pooling: how a sequence becomes one vector for classification: `"mean"`, `"max"`, `"cls"`
+            (first real token) or `"last"` (last real token, natural for causal models).
+        initializer_range: standard deviation of the normal weight initialisation.
+        tie_word_embeddings: share the input embedding matrix with the output (LM) projection.
+    """
+
+    model_type = "scratchformer"
+    keys_to_ignore_at_inference = ["past_key_values"]
+
+    vocab_size: int = 16000
+    hidden_size: int = 256
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    intermediate_size: int = 1024
+    hidden_act: str = "gelu"
+    max_position_embeddings: int = 512
+    position_embedding_type: str = "learned"
+    rope_theta: float | int = 10000.0
+    hidden_dropout_prob: float | int = 0.1
+    attention_probs_dropout_prob: float | int = 0.1
+    classifier_dropout: float | int | None = None
+    layer_norm_eps: float = 1e-5
+    norm_placement: str = "pre"
+    is_decoder: bool = False
+    classifier_pooling: str = "mean"
+    initializer_range: float = 0.02
+    tie_word_embeddings: bool = True
+    use_cache: bool = True
+    pad_token_id: int | None = 0
+    bos_token_id: int | None = 1
+    eos_token_id: int | list[int] | None = 2
+    auto_map: dict | None = None
+
+    def __post_init__(self, **kwargs):
+        if self.auto_map is None:
+            self.auto_map = dict(AUTO_MAP)
+        super().__post_init__(**kwargs)
+        if self.id2label is not None and self.label2id is None:  # transformers 5 no longer derives it
+            self.label2id = {label: index for index, label in self.id2label.items()}
+        self.validate_scratchformer()
+
+    @property
+    def head_dim(self) -> int:
+        """Width of one attention head."""
+        return self.hidden_size // self.num_attention_heads
+
+    def validate_scratchformer(self):
+        """Raise ValueError naming the first field whose value the model cannot be built with."""
+        from transformers.activations import ACT2FN
+
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                     "intermediate_size", "max_position_embeddings"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"ScratchformerConfig: {name} must be a positive integer, got {value!r}")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"ScratchformerConfig: hidden_size ({self.hidden_size}) must be divisible by "
+                f"num_attention_heads ({self.num_attention_heads})"
+            )
+        _check_choice("position_embedding_type", self.position_embedding_type, POSITION_EMBEDDING_TYPES)
+        _check_choice("norm_placement", self.norm_placement, NORM_PLACEMENTS)
+        _check_choice("classifier_pooling", self.classifier_pooling, CLASSIFIER_POOLINGS)
+        if self.position_embedding_type == "rotary" and self.head_dim % 2:
+            raise ValueError(f"ScratchformerConfig: rotary positions need an even head_dim, got {self.head_dim}")
+        if self.hidden_act not in ACT2FN:
+            raise ValueError(f"ScratchformerConfig: unknown hidden_act {self.hidden_act!r}")
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value < 1.0:
+                raise ValueError(f"ScratchformerConfig: {name} must be in [0, 1), got {value!r}")
+        if self.layer_norm_eps <= 0:
+            raise ValueError(f"ScratchformerConfig: layer_norm_eps must be > 0, got {self.layer_norm_eps!r}")
+        for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
+            ids = getattr(self, name)
+            for token_id in ids if isinstance(ids, list) else [ids]:
+                if token_id is not None and not 0 <= token_id < self.vocab_size:
+                    raise ValueError(
+                        f"ScratchformerConfig: {name}={token_id} is outside the vocabulary (vocab_size={self.vocab_size})"
+                    )
+
+    @classmethod
+    def from_dict(cls, config_dict, **kwargs):
+        """Build from a dict, refusing another model type's config instead of loading it half-right."""
+        model_type = config_dict.get("model_type")
+        if model_type is not None and model_type != cls.model_type:
+            raise ValueError(
+                f"This config has model_type={model_type!r}, not {cls.model_type!r}: it was saved by another "
+                f"architecture and cannot be loaded as a {cls.__name__}."
+            )
+        return super().from_dict(config_dict, **kwargs)
+
+
+def _check_choice(name: str, value, choices: tuple[str, ...]) -> None:
+    """Raise ValueError unless `value` is one of `choices`."""
+    if value not in choices:
+        raise ValueError(f"ScratchformerConfig: {name} must be one of {choices}, got {value!r}")
+
+
+__all__ = ["ScratchformerConfig"]

@@ -1,0 +1,597 @@
+"""Scratchformer: the Transformer written out step by step, as a native transformers model.
+
+Read it top to bottom; each idea is one named piece:
+
+    positions    learned / sinusoidal tables, or rotary (RoPE) rotation of queries and keys
+    embeddings   token vector + position vector
+    attention    Q/K/V projections -> split heads -> scores q.k^T / sqrt(d) -> mask -> softmax -> weighted sum of V
+                 -> merge heads -> output projection   (eager here; SDPA/flash through ALL_ATTENTION_FUNCTIONS)
+    MLP          position-wise feed-forward network
+    residual     x + sublayer(x), with LayerNorm before (pre-norm) or after (post-norm)
+    block        attention + MLP, each wrapped in a residual
+    model        embeddings -> blocks -> final norm
+    pooling      one vector per sequence (mean / max / cls / last) for classification
+    heads        causal LM, sequence classification, masked LM
+"""
+
+import copy
+import math
+from collections.abc import Callable
+
+import torch
+from safetensors import SafetensorError
+from torch import nn
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.cache_utils import Cache, DynamicCache
+from transformers.generation import GenerationMixin
+from transformers.masking_utils import create_bidirectional_mask, create_causal_mask
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPast,
+    CausalLMOutputWithPast,
+    MaskedLMOutput,
+    SequenceClassifierOutput,
+)
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel, slice_logits_to_keep
+from transformers.utils import can_return_tuple
+from transformers.utils.generic import merge_with_config_defaults
+from transformers.utils.output_capturing import capture_outputs
+
+from .configuration_scratchformer import ScratchformerConfig
+
+# ----------------------------------------------------------------------------------------------------------------
+# Positions
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def sinusoidal_table(num_positions: int, dim: int) -> torch.Tensor:
+    """Fixed position vectors of Vaswani et al.: sin/cos waves whose wavelengths grow geometrically with the dim."""
+    positions = torch.arange(num_positions, dtype=torch.float32).unsqueeze(1)
+    frequencies = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    table = torch.zeros(num_positions, dim)
+    table[:, 0::2] = torch.sin(positions * frequencies)
+    table[:, 1::2] = torch.cos(positions * frequencies[: dim // 2])
+    return table
+
+
+class SinusoidalPositionalEmbedding(nn.Module):
+    """Looks up the fixed sinusoidal vector of each position (nothing is learned or saved)."""
+
+    def __init__(self, num_positions: int, dim: int):
+        super().__init__()
+        self.num_positions, self.dim = num_positions, dim
+        self.register_buffer("table", sinusoidal_table(num_positions, dim), persistent=False)
+
+    def forward(self, position_ids: torch.Tensor) -> torch.Tensor:
+        return self.table[position_ids]
+
+
+def rotary_inverse_frequencies(head_dim: int, theta: float) -> torch.Tensor:
+    """Rotation speed of each pair of dimensions in RoPE: theta^(-2i/d)."""
+    return 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+
+
+class RotaryPositionalEmbedding(nn.Module):
+    """Rotary positions (Su et al., 2021): the cos/sin of the angle each position rotates queries and keys by."""
+
+    def __init__(self, head_dim: int, theta: float):
+        super().__init__()
+        self.head_dim, self.theta = head_dim, theta
+        self.register_buffer("inv_freq", rotary_inverse_frequencies(head_dim, theta), persistent=False)
+
+    def forward(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        angles = position_ids[..., None].float() * self.inv_freq  # [B, L, D/2]
+        angles = torch.cat((angles, angles), dim=-1)  # [B, L, D]: one angle per pair, laid out as two halves
+        return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """Turn each pair (x1, x2) of the two halves into (-x2, x1): a 90-degree rotation."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate query or key vectors [B, H, L, D] by their positions' angles."""
+    return x * cos.unsqueeze(1) + rotate_half(x) * sin.unsqueeze(1)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Embeddings
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class ScratchformerEmbeddings(nn.Module):
+    """Token vectors plus (learned or sinusoidal) position vectors, then dropout; rotary positions add nothing here."""
+
+    def __init__(self, config: ScratchformerConfig):
+        super().__init__()
+        self.token_embeddings = nn.Embedding(config.vocab_size, config.hidden_size)
+        if config.position_embedding_type == "learned":
+            self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        elif config.position_embedding_type == "sinusoidal":
+            self.position_embeddings = SinusoidalPositionalEmbedding(config.max_position_embeddings, config.hidden_size)
+        else:
+            self.position_embeddings = None
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, input_ids=None, position_ids=None, inputs_embeds=None) -> torch.Tensor:
+        embeddings = self.token_embeddings(input_ids) if inputs_embeds is None else inputs_embeds
+        if self.position_embeddings is not None:
+            embeddings = embeddings + self.position_embeddings(position_ids)
+        return self.dropout(embeddings)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Attention
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def split_heads(x: torch.Tensor, head_dim: int) -> torch.Tensor:
+    """[B, L, H*D] -> [B, H, L, D]: each head attends with its own slice of the vector."""
+    batch, length, _ = x.shape
+    return x.view(batch, length, -1, head_dim).transpose(1, 2)
+
+
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """[B, L, H, D] -> [B, L, H*D]: concatenate the heads' outputs again."""
+    return x.reshape(*x.shape[:2], -1)
+
+
+def attention_scores(query: torch.Tensor, key: torch.Tensor, scaling: float) -> torch.Tensor:
+    """How much each query matches each key: q.k^T scaled by 1/sqrt(head_dim) so softmax does not saturate."""
+    return torch.matmul(query, key.transpose(-1, -2)) * scaling
+
+
+def mask_scores(scores: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """Hide padding and (causal) future keys: the mask holds 0 where allowed and a huge negative number elsewhere."""
+    return scores if attention_mask is None else scores + attention_mask
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scaled dot-product attention written out: scores -> mask -> softmax -> dropout -> weighted sum of values."""
+    scores = mask_scores(attention_scores(query, key, scaling), attention_mask)
+    weights = nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    weights = nn.functional.dropout(weights, p=dropout, training=module.training)
+    output = torch.matmul(weights, value)  # [B, H, L, D]
+    return output.transpose(1, 2).contiguous(), weights  # [B, L, H, D], as every attention backend returns
+
+
+class ScratchformerAttention(nn.Module):
+    """Multi-head attention: project to queries, keys and values, attend per head, project the heads back."""
+
+    def __init__(self, config: ScratchformerConfig, layer_idx: int):
+        super().__init__()
+        self.config = config
+        self.layer_idx = layer_idx
+        self.head_dim = config.head_dim
+        self.scaling = self.head_dim**-0.5
+        self.dropout = config.attention_probs_dropout_prob
+        self.is_causal = config.is_decoder  # read by SDPA when no explicit mask is passed
+        self.q_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.k_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.v_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.o_proj = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+        past_key_values: Cache | None = None,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        query = split_heads(self.q_proj(hidden_states), self.head_dim)
+        key = split_heads(self.k_proj(hidden_states), self.head_dim)
+        value = split_heads(self.v_proj(hidden_states), self.head_dim)
+        if position_embeddings is not None:  # rotary positions
+            cos, sin = position_embeddings
+            query, key = apply_rotary(query, cos, sin), apply_rotary(key, cos, sin)
+        if past_key_values is not None:  # append this step's keys/values to the cache, attend over all of them
+            key, value = past_key_values.update(key, value, self.layer_idx)
+
+        attention_function: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        output, weights = attention_function(
+            self,
+            query,
+            key,
+            value,
+            attention_mask,
+            scaling=self.scaling,
+            dropout=self.dropout if self.training else 0.0,
+            **kwargs,
+        )
+        return self.o_proj(merge_heads(output)), weights
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Feed-forward, residual + norm, block
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class ScratchformerMLP(nn.Module):
+    """Position-wise feed-forward network: widen, non-linearity, narrow back."""
+
+    def __init__(self, config: ScratchformerConfig):
+        super().__init__()
+        self.fc_in = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.act = ACT2FN[config.hidden_act]
+        self.fc_out = nn.Linear(config.intermediate_size, config.hidden_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc_out(self.act(self.fc_in(x)))
+
+
+class ResidualNorm(nn.Module):
+    """Residual connection with LayerNorm: pre-norm x + f(LN(x)), or post-norm LN(x + f(x)) as in the original paper."""
+
+    def __init__(self, config: ScratchformerConfig):
+        super().__init__()
+        self.pre_norm = config.norm_placement == "pre"
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def sublayer_input(self, x: torch.Tensor) -> torch.Tensor:
+        """What the sublayer reads: the normalised stream (pre-norm) or the stream itself (post-norm)."""
+        return self.norm(x) if self.pre_norm else x
+
+    def add(self, x: torch.Tensor, sublayer_output: torch.Tensor) -> torch.Tensor:
+        """Add the sublayer's output back onto the residual stream."""
+        x = x + self.dropout(sublayer_output)
+        return x if self.pre_norm else self.norm(x)
+
+
+class ScratchformerBlock(GradientCheckpointingLayer):
+    """One Transformer block: self-attention then MLP, each inside a residual connection."""
+
+    def __init__(self, config: ScratchformerConfig, layer_idx: int):
+        super().__init__()
+        self.attention = ScratchformerAttention(config, layer_idx)
+        self.attention_residual = ResidualNorm(config)
+        self.mlp = ScratchformerMLP(config)
+        self.mlp_residual = ResidualNorm(config)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+        past_key_values: Cache | None = None,
+        **kwargs,
+    ) -> torch.Tensor:
+        attended, _ = self.attention(
+            self.attention_residual.sublayer_input(hidden_states),
+            attention_mask=attention_mask,
+            position_embeddings=position_embeddings,
+            past_key_values=past_key_values,
+            **kwargs,
+        )
+        hidden_states = self.attention_residual.add(hidden_states, attended)
+        return self.mlp_residual.add(hidden_states, self.mlp(self.mlp_residual.sublayer_input(hidden_states)))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The model
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class ScratchformerPreTrainedModel(PreTrainedModel):
+    """Shared base: config class, weight initialisation and the transformers feature flags of every head."""
+
+    config_class = ScratchformerConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["ScratchformerBlock"]
+    _skip_keys_device_placement = ["past_key_values"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    _can_record_outputs = {"hidden_states": ScratchformerBlock, "attentions": ScratchformerAttention}
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """transformers' from_pretrained, with a corrupt or truncated weights file reported as such."""
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except SafetensorError as error:
+            raise OSError(
+                f"The weights file (model.safetensors) of {pretrained_model_name_or_path} is corrupt or truncated "
+                f"({error}); save or download it again."
+            ) from error
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        # Fixed tables are buffers, not weights: rebuild them (from_pretrained creates modules on the meta device).
+        if isinstance(module, SinusoidalPositionalEmbedding):
+            init.copy_(module.table, sinusoidal_table(module.num_positions, module.dim))
+        elif isinstance(module, RotaryPositionalEmbedding):
+            init.copy_(module.inv_freq, rotary_inverse_frequencies(module.head_dim, module.theta))
+
+
+class ScratchformerModel(ScratchformerPreTrainedModel):
+    """The bare Transformer: embeddings -> blocks -> final norm, returning one vector per token."""
+
+    def __init__(self, config: ScratchformerConfig):
+        super().__init__(config)
+        self.embeddings = ScratchformerEmbeddings(config)
+        self.rotary = (
+            RotaryPositionalEmbedding(config.head_dim, config.rope_theta)
+            if config.position_embedding_type == "rotary"
+            else None
+        )
+        self.layers = nn.ModuleList(ScratchformerBlock(config, i) for i in range(config.num_hidden_layers))
+        # Pre-norm leaves the residual stream unnormalised, so it gets one last LayerNorm; post-norm already ends in one.
+        self.final_norm = (
+            nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+            if config.norm_placement == "pre"
+            else nn.Identity()
+        )
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.embeddings.token_embeddings
+
+    def set_input_embeddings(self, value):
+        self.embeddings.token_embeddings = value
+
+    @merge_with_config_defaults
+    @capture_outputs
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPast:
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of input_ids or inputs_embeds")
+        if input_ids is not None:
+            self._check_token_ids(input_ids)
+        if not self.config.is_decoder:
+            use_cache = False  # an encoder sees the whole sequence at once: nothing to cache
+        if use_cache and past_key_values is None:
+            past_key_values = DynamicCache(config=self.config)
+
+        past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
+        length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
+        if past_length + length > self.config.max_position_embeddings:
+            raise ValueError(
+                f"Input of {length} tokens (after {past_length} cached) is longer than max_position_embeddings="
+                f"{self.config.max_position_embeddings}; truncate it, e.g. tokenizer(..., truncation=True)"
+            )
+        if position_ids is None:
+            device = (input_ids if input_ids is not None else inputs_embeds).device
+            position_ids = torch.arange(past_length, past_length + length, device=device).unsqueeze(0)
+
+        hidden_states = self.embeddings(input_ids, position_ids, inputs_embeds)
+        rotary = self.rotary(position_ids, hidden_states.dtype) if self.rotary is not None else None
+        mask = self._attention_mask(hidden_states, attention_mask, past_key_values, position_ids)
+
+        for block in self.layers:
+            hidden_states = block(
+                hidden_states,
+                attention_mask=mask,
+                position_embeddings=rotary,
+                past_key_values=past_key_values,
+                **kwargs,
+            )
+        return BaseModelOutputWithPast(last_hidden_state=self.final_norm(hidden_states), past_key_values=past_key_values)
+
+    def _attention_mask(self, hidden_states, attention_mask, past_key_values, position_ids):
+        """Padding (+ causal) mask in whatever form the chosen attention backend wants."""
+        if self.config.is_decoder:
+            return create_causal_mask(
+                config=self.config,
+                inputs_embeds=hidden_states,
+                attention_mask=attention_mask,
+                past_key_values=past_key_values,
+                position_ids=position_ids,
+            )
+        return create_bidirectional_mask(config=self.config, inputs_embeds=hidden_states, attention_mask=attention_mask)
+
+    def _check_token_ids(self, input_ids: torch.Tensor) -> None:
+        """Refuse ids outside the vocabulary with a clear message (instead of an opaque index error)."""
+        if input_ids.numel() == 0:
+            raise ValueError("input_ids is empty: there is no token to run the model on")
+        low, high = torch.aminmax(input_ids)
+        if low < 0 or high >= self.config.vocab_size:
+            bad = int(low) if low < 0 else int(high)
+            raise ValueError(f"input_ids contains token id {bad}, outside the vocabulary [0, {self.config.vocab_size})")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Pooling and heads
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def pool(hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, how: str) -> torch.Tensor:
+    """One vector per sequence from its real (unpadded) tokens: their mean, max, first (`cls`) or last token."""
+    if attention_mask is None:
+        attention_mask = torch.ones(hidden_states.shape[:2], device=hidden_states.device, dtype=torch.long)
+    keep = attention_mask.bool()
+    if how == "mean":
+        weights = keep.unsqueeze(-1).to(hidden_states.dtype)
+        return (hidden_states * weights).sum(1) / weights.sum(1).clamp(min=1)
+    if how == "max":
+        return hidden_states.masked_fill(~keep.unsqueeze(-1), torch.finfo(hidden_states.dtype).min).amax(1)
+    # First or last real token: works with left or right padding alike.
+    positions = torch.arange(keep.shape[1], device=keep.device).expand_as(keep)
+    if how == "cls":
+        index = positions.masked_fill(~keep, keep.shape[1]).amin(1)
+    else:
+        index = positions.masked_fill(~keep, -1).amax(1)
+    return hidden_states[torch.arange(hidden_states.shape[0], device=hidden_states.device), index]
+
+
+class ScratchformerForCausalLM(ScratchformerPreTrainedModel, GenerationMixin):
+    """Decoder-only language model (GPT style): causal attention, next-token logits through the tied embeddings."""
+
+    _tied_weights_keys = {"lm_head.weight": "model.embeddings.token_embeddings.weight"}
+
+    def __init__(self, config: ScratchformerConfig):
+        if not config.is_decoder:  # a language model must not see the tokens it predicts; leave the caller's config alone
+            config = copy.deepcopy(config)
+            config.is_decoder = True
+        super().__init__(config)
+        self.model = ScratchformerModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> CausalLMOutputWithPast:
+        """`labels` are the input ids themselves (shifted inside the loss); -100 marks ignored positions."""
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        logits = self.lm_head(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
+        return CausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+
+class ScratchformerForSequenceClassification(ScratchformerPreTrainedModel):
+    """Sequence classifier/regressor: pooled token vectors -> dropout -> linear layer to `num_labels` scores."""
+
+    def __init__(self, config: ScratchformerConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.model = ScratchformerModel(config)
+        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        **kwargs,
+    ) -> SequenceClassifierOutput:
+        """`labels`: class ids (single-label), floats (regression, num_labels=1) or multi-hot floats (multi-label)."""
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            use_cache=False,
+            **kwargs,
+        )
+        pooled = pool(outputs.last_hidden_state, attention_mask, self.config.classifier_pooling)
+        logits = self.classifier(self.dropout(pooled))
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(labels=labels, pooled_logits=logits, config=self.config, **kwargs)
+        return SequenceClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+
+class ScratchformerMaskedLMHead(nn.Module):
+    """BERT's prediction head: dense -> activation -> LayerNorm -> vocabulary logits (decoder tied to embeddings)."""
+
+    def __init__(self, config: ScratchformerConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.act = ACT2FN[config.hidden_act]
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.norm(self.act(self.dense(hidden_states))))
+
+
+class ScratchformerForMaskedLM(ScratchformerPreTrainedModel):
+    """Masked language model (BERT style denoising): predict the original token at each masked position."""
+
+    _tied_weights_keys = {"mlm_head.decoder.weight": "model.embeddings.token_embeddings.weight"}
+
+    def __init__(self, config: ScratchformerConfig):
+        super().__init__(config)
+        self.model = ScratchformerModel(config)
+        self.mlm_head = ScratchformerMaskedLMHead(config)
+        self.post_init()
+
+    def get_output_embeddings(self):
+        return self.mlm_head.decoder
+
+    def set_output_embeddings(self, new_embeddings):
+        self.mlm_head.decoder = new_embeddings
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        **kwargs,
+    ) -> MaskedLMOutput:
+        """`labels`: the original ids at masked positions and -100 everywhere else."""
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            use_cache=False,
+            **kwargs,
+        )
+        logits = self.mlm_head(outputs.last_hidden_state)
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
+        return MaskedLMOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions)
+
+
+__all__ = [
+    "ScratchformerPreTrainedModel",
+    "ScratchformerModel",
+    "ScratchformerForCausalLM",
+    "ScratchformerForSequenceClassification",
+    "ScratchformerForMaskedLM",
+]

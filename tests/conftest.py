@@ -1,0 +1,54 @@
+"""Shared fixtures: a tiny corpus, a tokenizer trained on it, and tiny model configs."""
+
+import random
+
+import pytest
+import torch
+
+from scratchformer import ScratchformerConfig, train_tokenizer
+
+POSITIVE = ["a great film", "wonderful acting and a moving story", "i loved every minute", "brilliant and funny"]
+NEGATIVE = ["a terrible film", "boring acting and a dull story", "i hated every minute", "awful and tedious"]
+
+
+def sentiment_corpus(n: int = 64, seed: int = 0) -> tuple[list[str], list[int]]:
+    """Short reviews whose label is decided by their wording (a task a tiny model can learn in seconds)."""
+    rng = random.Random(seed)
+    texts, labels = [], []
+    for i in range(n):
+        label = i % 2
+        phrase = rng.choice(POSITIVE if label else NEGATIVE)
+        texts.append(f"{rng.choice(['honestly', 'overall', 'so', 'well'])} {phrase}.")
+        labels.append(label)
+    return texts, labels
+
+
+@pytest.fixture(scope="session")
+def corpus() -> list[str]:
+    return sentiment_corpus(200)[0] + ["The quick brown fox jumps over the lazy dog.\nNew line, ünïcode ✓"]
+
+
+@pytest.fixture(scope="session")
+def tokenizer(corpus):
+    return train_tokenizer(corpus, vocab_size=400, min_frequency=1, model_max_length=64)
+
+
+def tiny_config(vocab_size: int = 400, **overrides) -> ScratchformerConfig:
+    """A 2-layer, 32-wide model: fast enough for exact comparisons in unit tests."""
+    settings = dict(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    settings.update(overrides)
+    return ScratchformerConfig(**settings)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
