@@ -46,6 +46,7 @@ def train_tokenizer(
     tokens = dict(SPECIAL_TOKENS)
     # "<mask>" swallows the space before it, so "a <mask> film" masks the word " great" the model was trained on.
     tokens["mask_token"] = AddedToken(SPECIAL_TOKENS["mask_token"], lstrip=True, special=True)
+    tokenizer.add_special_tokens([tokens["mask_token"]])  # the trainer added it without lstrip
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         model_max_length=model_max_length,

@@ -1,0 +1,90 @@
+"""Saved folders load with trust_remote_code=True in a process where `scratchformer` cannot be imported."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import torch
+from conftest import tiny_config
+
+from scratchformer import (
+    ScratchformerForCausalLM,
+    ScratchformerForMaskedLM,
+    ScratchformerForSequenceClassification,
+    ScratchformerModel,
+)
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Runs in a child process: hide the (editable) install of scratchformer, prove it is gone, then load each folder.
+CHILD = textwrap.dedent(
+    """
+    import json, os, sys
+    sys.meta_path[:] = [f for f in sys.meta_path if "scratchformer" not in type(f).__module__ + repr(f)]
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != REPO_ROOT]
+    try:
+        import scratchformer
+        raise SystemExit("scratchformer is still importable: the test would prove nothing")
+    except ImportError:
+        pass
+    import torch
+    import transformers
+
+    cases = json.load(open(sys.argv[1]))
+    for case in cases:
+        auto = getattr(transformers, case["auto_class"])
+        model = auto.from_pretrained(case["path"], trust_remote_code=True).eval()
+        assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+        ids = torch.tensor(case["input_ids"])
+        with torch.no_grad():
+            out = model(ids)
+        got = out.logits if hasattr(out, "logits") else out.last_hidden_state
+        torch.testing.assert_close(got, torch.tensor(case["expected"]), atol=1e-5, rtol=1e-4)
+        if "generated" in case:
+            generated = model.generate(ids, max_new_tokens=5, num_beams=2, do_sample=False)
+            assert generated.tolist() == case["generated"], (generated.tolist(), case["generated"])
+    tokenizer = transformers.AutoTokenizer.from_pretrained(cases[0]["path"], trust_remote_code=True)
+    assert tokenizer("a great film")["input_ids"] == json.load(open(sys.argv[2]))
+    print("REMOTE-OK", len(cases))
+    """
+).replace("REPO_ROOT", repr(REPO_ROOT))
+
+
+def test_every_head_loads_as_remote_code_with_identical_outputs(tmp_path, tokenizer):
+    heads = {
+        "AutoModel": ScratchformerModel,
+        "AutoModelForCausalLM": ScratchformerForCausalLM,
+        "AutoModelForSequenceClassification": ScratchformerForSequenceClassification,
+        "AutoModelForMaskedLM": ScratchformerForMaskedLM,
+    }
+    ids = torch.randint(5, 400, (2, 7))
+    cases = []
+    for auto_class, head in heads.items():
+        model = head(tiny_config(position_embedding_type="rotary")).eval()
+        path = tmp_path / auto_class
+        model.save_pretrained(path)
+        tokenizer.save_pretrained(path)
+        with torch.no_grad():
+            out = model(ids)
+        case = {
+            "auto_class": auto_class,
+            "path": str(path),
+            "input_ids": ids.tolist(),
+            "expected": (out.logits if hasattr(out, "logits") else out.last_hidden_state).tolist(),
+        }
+        if head is ScratchformerForCausalLM:
+            case["generated"] = model.generate(ids, max_new_tokens=5, num_beams=2, do_sample=False).tolist()
+        cases.append(case)
+    (tmp_path / "cases.json").write_text(json.dumps(cases))
+    (tmp_path / "tokens.json").write_text(json.dumps(tokenizer("a great film")["input_ids"]))
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(HF_HOME=str(tmp_path / "hf_home"), HF_HUB_OFFLINE="1")
+    result = subprocess.run(
+        [sys.executable, "-c", CHILD, str(tmp_path / "cases.json"), str(tmp_path / "tokens.json")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "REMOTE-OK 4" in result.stdout
