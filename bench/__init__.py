@@ -1,0 +1,1 @@
+"""Benchmarks and reference baselines for scratchformer (run as python -m bench.<name>)."""

@@ -1,0 +1,1 @@
+"""Training utilities for scratchformer recipes (data loading lives in training.data)."""
