@@ -1,0 +1,207 @@
+"""Tests of hub_card: card metadata and model-index from metrics.json, folder validation (no model, no network)."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from huggingface_hub import ModelCard, metadata_load
+from huggingface_hub.repocard_data import model_index_to_eval_results
+
+from hub_card import ModelFolderError, build_model_card, validate_model_dir, write_model_card
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+AUTO_MAP = {
+    "AutoConfig": "configuration_scratchformer.ScratchformerConfig",
+    "AutoModel": "modeling_scratchformer.ScratchformerModel",
+    "AutoModelForCausalLM": "modeling_scratchformer.ScratchformerForCausalLM",
+    "AutoModelForSequenceClassification": "modeling_scratchformer.ScratchformerForSequenceClassification",
+    "AutoModelForMaskedLM": "modeling_scratchformer.ScratchformerForMaskedLM",
+}
+FULL_METRICS = {
+    "accuracy": 0.8731, "f1": 0.8702, "eval_loss": 0.3125, "wall_time_s": 754.2, "preset": "small",
+    "hardware": "2-core CPU", "command": "python -m training.train --preset small", "num_parameters": 999,
+    "train_samples": 23750, "test_samples": 25000,
+}
+# Shapes written into the fake safetensors header: 10*4 + 4 + 2*4 = 52 weights.
+FAKE_TENSORS = {"embed.weight": [10, 4], "norm.bias": [4], "classifier.weight": [2, 4]}
+
+
+def write_safetensors_header(path: Path, tensors: dict[str, list[int]]) -> None:
+    """A valid safetensors file of float32 zeros (header + data), written without torch or safetensors."""
+    header, offset = {}, 0
+    for name, shape in tensors.items():
+        size = 4
+        for dim in shape:
+            size *= dim
+        header[name] = {"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + size]}
+        offset += size
+    blob = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(blob)) + blob + b"\0" * offset)
+
+
+def make_fake_model(folder: Path, architecture: str = "ScratchformerForSequenceClassification",
+                    metrics: dict | None = None) -> Path:
+    """A folder shaped like save_pretrained output (json + dummy code/weights), no core package needed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {
+        "architectures": [architecture], "auto_map": dict(AUTO_MAP), "model_type": "scratchformer",
+        "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64,
+        "max_position_embeddings": 64, "vocab_size": 10, "position_embedding_type": "learned",
+        "norm_placement": "pre", "tie_word_embeddings": True, "classifier_pooling": "mean",
+    }
+    if architecture.endswith("ForSequenceClassification"):
+        config["id2label"] = {"0": "NEG", "1": "POS"}
+    (folder / "config.json").write_text(json.dumps(config))
+    write_safetensors_header(folder / "model.safetensors", FAKE_TENSORS)
+    (folder / "tokenizer.json").write_text("{}")
+    (folder / "tokenizer_config.json").write_text(json.dumps({"mask_token": "<mask>", "model_max_length": 64}))
+    (folder / "configuration_scratchformer.py").write_text("class ScratchformerConfig: pass\n")
+    (folder / "modeling_scratchformer.py").write_text(
+        "from .configuration_scratchformer import ScratchformerConfig\n")
+    if metrics is not None:
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+    return folder
+
+
+def model_index(card: ModelCard) -> dict[str, float]:
+    """metric type -> value from the card's model-index, parsed back with huggingface_hub."""
+    raw = card.data.to_dict()["model-index"]
+    _, results = model_index_to_eval_results(raw)
+    return {r.metric_type: r.metric_value for r in results}
+
+
+def test_card_metadata_round_trips(tmp_path):
+    folder = make_fake_model(tmp_path / "cls", metrics=FULL_METRICS)
+    card = build_model_card(folder, "someone/imdb-cls")
+    # ModelCard.validate() posts to the live Hub (/api/validate-yaml): not usable offline. Parse it back instead.
+    path = write_model_card(folder, "someone/imdb-cls")
+    on_disk = metadata_load(path)
+    assert on_disk == card.data.to_dict()
+    reloaded = ModelCard.load(path)
+    assert reloaded.data.to_dict() == on_disk
+    assert on_disk["library_name"] == "transformers"
+    assert on_disk["pipeline_tag"] == "text-classification"
+    assert on_disk["license"] == "apache-2.0"
+    assert on_disk["datasets"] == ["stanfordnlp/imdb"]
+    assert on_disk["tags"] == ["scratchformer", "custom_code"]
+    name, results = model_index_to_eval_results(on_disk["model-index"])
+    assert name == "imdb-cls"
+    assert {(r.task_type, r.dataset_type, r.dataset_split) for r in results} == {
+        ("text-classification", "stanfordnlp/imdb", "test")}
+    assert path.read_text().startswith("---\n")
+
+
+def test_metrics_appear_in_model_index_with_their_values(tmp_path):
+    card = build_model_card(make_fake_model(tmp_path / "cls", metrics=FULL_METRICS), "someone/imdb-cls")
+    assert model_index(card) == {"accuracy": 0.8731, "f1": 0.8702, "loss": 0.3125}
+    body = card.text
+    assert "| Accuracy | 0.8731 |" in body and "| F1 | 0.8702 |" in body and "| Eval loss | 0.3125 |" in body
+    for fact in ("`small`", "2-core CPU", "12 min 34 s", "python -m training.train --preset small", "23,750", "25,000"):
+        assert fact in body
+    # Parameters come from the safetensors header (exact), not from metrics.json's num_parameters.
+    assert "| Parameters | 52 (52) |" in body
+    assert "| Labels | 0 = NEG, 1 = POS |" in body
+
+
+def test_missing_metric_is_left_out_not_invented(tmp_path):
+    card = build_model_card(make_fake_model(tmp_path / "cls", metrics={"accuracy": 0.9, "f1": None}), "a/b")
+    assert model_index(card) == {"accuracy": 0.9}
+    metric_types = [m["type"] for r in card.data.to_dict()["model-index"][0]["results"] for m in r["metrics"]]
+    assert metric_types == ["accuracy"]
+    assert "F1" not in card.text and "Perplexity" not in card.text
+    assert "## Training" not in card.text  # no preset / hardware / command / wall time recorded
+    assert "Wall time" not in card.text
+
+
+def test_no_metrics_json_means_no_model_index(tmp_path):
+    card = build_model_card(make_fake_model(tmp_path / "cls"), "a/b")
+    data = card.data.to_dict()
+    assert "model-index" not in data
+    assert "## Results" not in card.text and "## Training" not in card.text
+    assert data["pipeline_tag"] == "text-classification"
+
+
+def test_non_numeric_metric_values_are_ignored(tmp_path):
+    metrics = {"accuracy": "n/a", "f1": True, "perplexity": float("nan"), "eval_loss": 1.5}
+    card = build_model_card(make_fake_model(tmp_path / "lm", "ScratchformerForCausalLM", metrics), "a/lm")
+    assert model_index(card) == {"loss": 1.5}
+
+
+@pytest.mark.parametrize("architecture, tag, auto_class, pipe", [
+    ("ScratchformerForSequenceClassification", "text-classification", "AutoModelForSequenceClassification",
+     'pipeline("text-classification"'),
+    ("ScratchformerForCausalLM", "text-generation", "AutoModelForCausalLM", 'pipeline("text-generation"'),
+    ("ScratchformerForMaskedLM", "fill-mask", "AutoModelForMaskedLM", 'pipeline("fill-mask"'),
+])
+def test_pipeline_tag_and_usage_follow_the_head(tmp_path, architecture, tag, auto_class, pipe):
+    metrics = {"perplexity": 42.5} if tag != "text-classification" else {"accuracy": 0.5}
+    card = build_model_card(make_fake_model(tmp_path / "m", architecture, metrics), "org/my-model")
+    assert card.data.pipeline_tag == tag
+    assert card.data.eval_results[0].task_type == tag
+    assert f'repo = "org/my-model"' in card.text
+    assert f"{auto_class}.from_pretrained(repo, trust_remote_code=True)" in card.text
+    assert "AutoTokenizer.from_pretrained(repo, trust_remote_code=True)" in card.text
+    assert pipe in card.text
+    assert "Maas" in card.text and "@inproceedings" in card.text and "2011" in card.text
+
+
+def test_write_model_card_replaces_readme_atomically(tmp_path):
+    folder = make_fake_model(tmp_path / "cls", metrics={"accuracy": 0.75})
+    (folder / "README.md").write_text("old card")
+    path = write_model_card(folder, "a/b")
+    assert path == folder / "README.md"
+    assert "old card" not in path.read_text() and "0.75" in path.read_text()
+    assert [p.name for p in folder.iterdir() if p.name.startswith(".README")] == []
+
+
+def test_valid_folder_passes(tmp_path):
+    assert validate_model_dir(make_fake_model(tmp_path / "ok"))["model_type"] == "scratchformer"
+
+
+def test_validation_lists_everything_missing(tmp_path):
+    folder = make_fake_model(tmp_path / "broken")
+    for name in ("model.safetensors", "tokenizer.json", "configuration_scratchformer.py"):
+        (folder / name).unlink()
+    with pytest.raises(ModelFolderError) as info:
+        validate_model_dir(folder)
+    message = str(info.value)
+    for name in ("model.safetensors", "tokenizer.json", "configuration_scratchformer.py"):
+        assert name in message
+    assert len(info.value.problems) == 3
+
+
+def test_validation_checks_model_type_auto_map_and_sibling_imports(tmp_path):
+    folder = make_fake_model(tmp_path / "broken")
+    config = json.loads((folder / "config.json").read_text())
+    config["model_type"] = "bert"
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "modeling_scratchformer.py").write_text("from .attention_utils import attend\n")
+    with pytest.raises(ModelFolderError) as info:
+        validate_model_dir(folder)
+    assert any("model_type" in p for p in info.value.problems)
+    assert any("attention_utils.py" in p for p in info.value.problems)
+
+    del config["auto_map"]
+    config["model_type"] = "scratchformer"
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelFolderError, match="auto_map"):
+        validate_model_dir(folder)
+
+
+def test_publish_cli_refuses_an_incomplete_folder_before_any_upload(tmp_path):
+    folder = make_fake_model(tmp_path / "broken")
+    (folder / "tokenizer_config.json").unlink()
+    (folder / "modeling_scratchformer.py").unlink()
+    # A closed local port as endpoint: if validation did not stop it first, the upload would fail loudly here.
+    env = {**os.environ, "HF_ENDPOINT": "http://127.0.0.1:9", "HF_TOKEN": "dummy", "HF_HOME": str(tmp_path / "hf")}
+    result = subprocess.run([sys.executable, "-m", "hub_card.publish", str(folder), "a/b"], cwd=REPO_ROOT,
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert "tokenizer_config.json" in result.stderr and "modeling_scratchformer.py" in result.stderr
+    assert not (folder / "README.md").exists()  # nothing written before validation passes
