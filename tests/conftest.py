@@ -52,3 +52,22 @@ def tiny_config(vocab_size: int = 400, **overrides) -> ScratchformerConfig:
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+def write_fake_aclimdb(root, per_class: int = 40, seed: int = 0):
+    """A tiny folder in the Stanford aclImdb layout whose labels follow the wording."""
+    rng = random.Random(seed)
+    filler = "the plot follows a family in a small town and the camera work is fine".split()
+    for split in ("train", "test"):
+        for label, phrases in (("pos", POSITIVE), ("neg", NEGATIVE)):
+            folder = root / split / label
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                text = f"{' '.join(rng.sample(filler, 6))}. {rng.choice(phrases)}.<br /><br />{' '.join(rng.sample(filler, 4))}."
+                (folder / f"{i}_{8 if label == 'pos' else 2}.txt").write_text(text)
+    return root
+
+
+@pytest.fixture(scope="session")
+def fake_aclimdb(tmp_path_factory):
+    return write_fake_aclimdb(tmp_path_factory.mktemp("data") / "aclImdb")

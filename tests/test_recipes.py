@@ -1,0 +1,104 @@
+"""The IMDb recipes end to end on a tiny preset: outputs, resume after a kill, 2-process accelerate launch."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import pipeline
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def recipe(name, output, data, *extra, wait=True):
+    command = [sys.executable, "-m", f"training.{name}", "--preset", "tiny", "--output-dir", str(output),
+               "--data-source", str(data), *extra]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    if not wait:
+        return subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_classify_writes_a_hub_ready_folder(tmp_path, fake_aclimdb):
+    output = tmp_path / "classify"
+    result = recipe("classify", output, fake_aclimdb)
+    assert "test accuracy" in result.stdout
+    for name in ("model.safetensors", "config.json", "modeling_scratchformer.py", "tokenizer.json",
+                 "metrics.json", "training_curve.png", "attention.png", "README.md"):
+        assert (output / name).exists(), name
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert 0.0 <= metrics["accuracy"] <= 1.0 and 0.0 <= metrics["f1"] <= 1.0
+    assert metrics["preset"] == "tiny" and metrics["wall_time_s"] > 0 and "CPU" in metrics["hardware"]
+    assert metrics["test_samples"] == 80 and metrics["pretrained"] is True
+    config = json.loads((output / "config.json").read_text())
+    assert config["id2label"] == {"0": "NEGATIVE", "1": "POSITIVE"}
+    labels = {r["label"] for r in pipeline("text-classification", model=str(output))(["a great film", "a dull story"])}
+    assert labels <= {"NEGATIVE", "POSITIVE"}
+
+
+def test_lm_writes_perplexity_and_samples(tmp_path, fake_aclimdb):
+    output = tmp_path / "lm"
+    recipe("lm", output, fake_aclimdb)
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert 1.0 < metrics["perplexity"] < 400  # the 379-token vocabulary bounds a trained model well below that
+    samples = json.loads((output / "samples.json").read_text())
+    assert len(samples) == 3 and all(s["greedy"] and s["beam4"] and s["prompt"] for s in samples)
+    assert (output / "generation_config.json").exists() and (output / "training_curve.png").exists()
+
+
+def test_an_existing_run_is_not_overwritten_without_resume(tmp_path, fake_aclimdb):
+    output = tmp_path / "run"
+    (output / "work").mkdir(parents=True)
+    (output / "metrics.json").write_text("{}")
+    result = subprocess.run([sys.executable, "-m", "training.classify", "--preset", "tiny", "--output-dir", str(output),
+                             "--data-source", str(fake_aclimdb)], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert result.returncode != 0 and "--resume" in result.stderr
+    assert (output / "metrics.json").read_text() == "{}"
+
+
+def test_a_killed_run_resumes_to_the_same_final_weights(tmp_path, fake_aclimdb):
+    straight = tmp_path / "straight"
+    recipe("classify", straight, fake_aclimdb)
+
+    killed = tmp_path / "killed"
+    process = recipe("classify", killed, fake_aclimdb, wait=False)
+    checkpoints = killed / "work" / "finetune"
+    deadline = time.time() + 300
+    while not any((c / "trainer_state.json").exists() for c in checkpoints.glob("checkpoint-*")):
+        assert process.poll() is None, f"the run ended before it could be killed: {process.stderr.read()[-2000:]}"
+        assert time.time() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed / "model.safetensors").exists()  # it really stopped mid-way
+
+    recipe("classify", killed, fake_aclimdb, "--resume")
+    expected, resumed = load_file(straight / "model.safetensors"), load_file(killed / "model.safetensors")
+    assert expected.keys() == resumed.keys()
+    for name in expected:
+        torch.testing.assert_close(resumed[name], expected[name], msg=name)
+    assert json.loads((killed / "metrics.json").read_text())["accuracy"] == json.loads((straight / "metrics.json").read_text())["accuracy"]
+
+
+def test_accelerate_launch_with_two_cpu_processes_trains_and_saves_once(tmp_path, fake_aclimdb):
+    output = tmp_path / "ddp"
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",  # without a GPU this is torchrun with gloo on CPU
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "-m", "training.classify", "--preset", "tiny", "--output-dir", str(output), "--data-source", str(fake_aclimdb)]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
+    result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("test accuracy") == 1  # only the main process reports and saves
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert "2 process(es)" in metrics["hardware"]
+    # Each process saw half the batches: 2 epochs over 76 train reviews at batch 8 per process.
+    state = json.loads(max((output / "work" / "finetune").glob("checkpoint-*/trainer_state.json"),
+                           key=lambda p: int(p.parent.name.split("-")[1])).read_text())
+    assert state["global_step"] == 10

@@ -1,0 +1,140 @@
+"""IMDb sentiment classification: tokenizer -> optional masked-LM pre-training -> fine-tuning -> test evaluation.
+
+    python -m training.classify [--preset cpu-small|cpu-best|gpu] [--output-dir runs/imdb-classify] [--resume]
+
+Writes a Hub-ready folder: weights + code, tokenizer, config with NEGATIVE/POSITIVE labels, metrics.json,
+training_curve.png, attention.png and the model card (README.md).
+"""
+
+import numpy as np
+from transformers import DataCollatorForLanguageModeling, DataCollatorWithPadding, Trainer, set_seed
+
+from scratchformer import ScratchformerConfig, ScratchformerForMaskedLM, ScratchformerForSequenceClassification
+
+from . import common
+from .data import ID2LABEL, LABEL2ID
+from .metrics import classification_metrics
+
+PRESETS = {
+    "tiny": common.Preset(vocab_size=400, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                          intermediate_size=64, max_length=64, head_tokens=16, epochs=2, batch_size=8,
+                          save_steps=4, eval_batch_size=32, pretrain_epochs=1),
+    "cpu-small": common.Preset(),
+    "cpu-best": common.Preset(vocab_size=16000, hidden_size=192, num_hidden_layers=3, num_attention_heads=4,
+                              intermediate_size=768, max_length=384, head_tokens=96, epochs=3, pretrain_epochs=1),
+    "gpu": common.Preset(vocab_size=32000, hidden_size=512, num_hidden_layers=6, num_attention_heads=8,
+                         intermediate_size=2048, max_length=512, head_tokens=128, epochs=4, pretrain_epochs=4,
+                         learning_rate=3e-4, batch_size=64, eval_batch_size=256, save_steps=500, bf16=True),
+}
+
+
+def encode(tokenizer, texts: list[str], max_length: int, head_tokens: int) -> list[list[int]]:
+    """Token ids of each review; long ones keep their beginning and their end, where reviewers sum up."""
+    encoded = tokenizer(texts)["input_ids"]
+    tail = max_length - head_tokens
+    return [ids if len(ids) <= max_length else ids[:head_tokens] + ids[-tail:] for ids in encoded]
+
+
+def model_config(tokenizer, preset: common.Preset) -> ScratchformerConfig:
+    """The classifier's architecture for a preset."""
+    return ScratchformerConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=preset.hidden_size,
+        num_hidden_layers=preset.num_hidden_layers,
+        num_attention_heads=preset.num_attention_heads,
+        intermediate_size=preset.intermediate_size,
+        max_position_embeddings=preset.max_length,
+        position_embedding_type=preset.position_embedding_type,
+        classifier_pooling=preset.classifier_pooling,
+        hidden_dropout_prob=preset.dropout,
+        attention_probs_dropout_prob=preset.dropout,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        id2label=dict(ID2LABEL),
+        label2id=dict(LABEL2ID),
+    )
+
+
+def pretrain(args, preset, tokenizer, train, work):
+    """Masked-LM pre-training on the train reviews; returns the folder of the pre-trained weights (or None)."""
+    if preset.pretrain_epochs <= 0:
+        return None
+    final = work / "pretrain" / "final"
+    if (final / "model.safetensors").exists():
+        return final
+    set_seed(args.seed)  # weight initialisation happens before Trainer seeds anything
+    model = ScratchformerForMaskedLM(model_config(tokenizer, preset))
+    trainer = Trainer(
+        model=model,
+        args=common.training_arguments(work / "pretrain", preset, args.seed, preset.pretrain_epochs),
+        train_dataset=train.remove_columns(["label"]),
+        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=True, mlm_probability=0.15),
+        processing_class=tokenizer,
+    )
+    common.run_phase(trainer, work / "pretrain", args.resume)
+    if trainer.is_world_process_zero():
+        common.save_atomically(trainer.model.save_pretrained, final)
+    trainer.accelerator.wait_for_everyone()
+    return final
+
+
+def compute_metrics(prediction):
+    """Validation accuracy and F1 from the Trainer's logits."""
+    return classification_metrics().compute(predictions=np.argmax(prediction.predictions, -1), references=prediction.label_ids)
+
+
+def main(argv=None):
+    args = common.parse_args(__doc__.splitlines()[0], PRESETS, "runs/imdb-classify", argv)
+    preset = args.preset_values
+    output = common.prepare_output_dir(args)
+    work = output / common.WORK
+    stopwatch = common.Stopwatch(output)
+
+    data = common.load_data(args)
+    add_bos = preset.classifier_pooling == "cls"  # cls pooling reads the <s> vector
+    tokenizer = common.tokenizer_for(data["train"]["text"], work, preset, add_bos_token=add_bos)
+    encoded = data.map(
+        lambda batch: {"input_ids": encode(tokenizer, batch["text"], preset.max_length, preset.head_tokens)},
+        batched=True,
+        remove_columns=["text"],
+    )
+
+    pretrained = pretrain(args, preset, tokenizer, encoded["train"], work)
+    set_seed(args.seed)
+    if pretrained is not None:
+        model = ScratchformerForSequenceClassification.from_pretrained(pretrained, config=model_config(tokenizer, preset))
+    else:
+        model = ScratchformerForSequenceClassification(model_config(tokenizer, preset))
+
+    trainer = Trainer(
+        model=model,
+        args=common.training_arguments(work / "finetune", preset, args.seed, preset.epochs, eval_strategy="epoch"),
+        train_dataset=encoded["train"],
+        eval_dataset=encoded["validation"],
+        data_collator=DataCollatorWithPadding(tokenizer),
+        processing_class=tokenizer,
+        compute_metrics=compute_metrics,
+    )
+    common.run_phase(trainer, work / "finetune", args.resume)
+
+    test = trainer.predict(encoded["test"], metric_key_prefix="test")
+    scores = classification_metrics().compute(predictions=np.argmax(test.predictions, -1), references=test.label_ids)
+    if trainer.is_world_process_zero():
+        metrics = {
+            **scores,
+            "test_loss": test.metrics.get("test_loss"),
+            **common.base_metrics(args, trainer.model, stopwatch.total(), data),
+            "pretrained": pretrained is not None,
+        }
+        common.plot_training_curve(trainer.state.log_history, output / "training_curve.png", "eval_accuracy",
+                                   "IMDb classification (fine-tuning)")
+        common.plot_attention(trainer.model, tokenizer, data["test"][0]["text"], output / "attention.png")
+        common.finish(output, trainer.model, tokenizer, metrics)
+        print(f"test accuracy {scores['accuracy']:.4f}  f1 {scores['f1']:.4f}  wall time {metrics['wall_time_s']:.0f} s"
+              f"  -> {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

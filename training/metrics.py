@@ -1,0 +1,33 @@
+"""Accuracy and F1 as `evaluate` metrics defined here, because `evaluate.load("accuracy")` fetches its script from
+the Hub and this project must run offline. Same definitions as the Hub's scripts (scikit-learn underneath)."""
+
+import datasets
+import evaluate
+from sklearn.metrics import accuracy_score, f1_score
+
+_FEATURES = datasets.Features({"predictions": datasets.Value("int32"), "references": datasets.Value("int32")})
+
+
+class Accuracy(evaluate.Metric):
+    """Fraction of predictions equal to the reference label."""
+
+    def _info(self):
+        return evaluate.MetricInfo(description=self.__doc__, citation="", inputs_description="", features=_FEATURES)
+
+    def _compute(self, predictions, references):
+        return {"accuracy": float(accuracy_score(references, predictions))}
+
+
+class F1(evaluate.Metric):
+    """Binary F1 of the positive class (label 1)."""
+
+    def _info(self):
+        return evaluate.MetricInfo(description=self.__doc__, citation="", inputs_description="", features=_FEATURES)
+
+    def _compute(self, predictions, references):
+        return {"f1": float(f1_score(references, predictions, pos_label=1, average="binary"))}
+
+
+def classification_metrics() -> evaluate.CombinedEvaluations:
+    """Accuracy and F1 combined into one `evaluate` module."""
+    return evaluate.combine([Accuracy(), F1()])
