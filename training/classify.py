@@ -47,7 +47,7 @@ def model_config(tokenizer, preset: common.Preset) -> ScratchformerConfig:
         position_embedding_type=preset.position_embedding_type,
         classifier_pooling=preset.classifier_pooling,
         hidden_dropout_prob=preset.dropout,
-        attention_probs_dropout_prob=preset.dropout,
+        attention_probs_dropout_prob=preset.attention_dropout,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
@@ -127,10 +127,8 @@ def main(argv=None):
             **common.base_metrics(args, trainer.model, stopwatch.total(), data),
             "pretrained": pretrained is not None,
         }
-        common.plot_training_curve(trainer.state.log_history, output / "training_curve.png", "eval_accuracy",
-                                   "IMDb classification (fine-tuning)")
-        common.plot_attention(trainer.model, tokenizer, data["test"][0]["text"], output / "attention.png")
-        common.finish(output, trainer.model, tokenizer, metrics)
+        common.finish(output, trainer, tokenizer, metrics, "eval_accuracy", "IMDb classification (fine-tuning)",
+                      data["test"][0]["text"])
         print(f"test accuracy {scores['accuracy']:.4f}  f1 {scores['f1']:.4f}  wall time {metrics['wall_time_s']:.0f} s"
               f"  -> {output}")
     return 0

@@ -36,7 +36,10 @@ class Preset:
     position_embedding_type: str = "learned"
     classifier_pooling: str = "mean"
     dropout: float = 0.1
-    epochs: float = 3.0
+    # Attention dropout makes CPU SDPA fall back from its flash kernel to the slow math path (bernoulli on every
+    # [B, H, L, L] matrix): measured 2.9 s -> 1.2 s a cpu-small step. Off by default, as in most recent models.
+    attention_dropout: float = 0.0
+    epochs: float = 2.0
     batch_size: int = 32
     learning_rate: float = 1e-3
     weight_decay: float = 0.01
@@ -255,11 +258,13 @@ def plot_attention(model, tokenizer, text: str, path: Path, max_tokens: int = 40
     plt.close(fig)
 
 
-def finish(output: Path, model, tokenizer, metrics: dict) -> None:
-    """Write the Hub-ready folder: weights + code, tokenizer, metrics.json and the model card."""
-    if not process_state().is_main_process:
+def finish(output: Path, trainer, tokenizer, metrics: dict, curve_metric: str, title: str, sample_text: str) -> None:
+    """Write the Hub-ready folder: weights + code, tokenizer, metrics.json, the two plots and the model card."""
+    if not trainer.is_world_process_zero():
         return
-    model.save_pretrained(output)
+    plot_training_curve(trainer.state.log_history, output / "training_curve.png", curve_metric, title)
+    plot_attention(trainer.model, tokenizer, sample_text, output / "attention.png")
+    trainer.model.save_pretrained(output)
     tokenizer.save_pretrained(output)
     write_json(output / "metrics.json", metrics)
     from hub_card.card import write_model_card

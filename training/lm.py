@@ -49,7 +49,7 @@ def model_config(tokenizer, preset: common.Preset) -> ScratchformerConfig:
         max_position_embeddings=preset.max_length,
         position_embedding_type=preset.position_embedding_type,
         hidden_dropout_prob=preset.dropout,
-        attention_probs_dropout_prob=preset.dropout,
+        attention_probs_dropout_prob=preset.attention_dropout,
         is_decoder=True,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
@@ -110,10 +110,8 @@ def main(argv=None):
             **common.base_metrics(args, trainer.model, stopwatch.total(), data),
         }
         common.write_json(output / "samples.json", samples(trainer.model, tokenizer, data["test"][:3]["text"]))
-        common.plot_training_curve(trainer.state.log_history, output / "training_curve.png", "eval_loss",
-                                   "IMDb causal language model")
-        common.plot_attention(trainer.model, tokenizer, data["test"][0]["text"], output / "attention.png")
-        common.finish(output, trainer.model, tokenizer, metrics)
+        common.finish(output, trainer, tokenizer, metrics, "eval_loss", "IMDb causal language model",
+                      data["test"][0]["text"])
         print(f"test perplexity {metrics['perplexity']:.2f} on {metrics['test_tokens']} tokens, "
               f"wall time {metrics['wall_time_s']:.0f} s  -> {output}")
     return 0
