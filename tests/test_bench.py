@@ -1,0 +1,43 @@
+"""Smoke test of the speed benchmark: `python -m bench.speed --quick` writes complete JSON (no speed targets)."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RATIO_KEYS = ("train_cls", "train_lm", "decode_greedy", "decode_beam4", "peak_mem", "mfu")
+
+
+def leaves(value, path=""):
+    """(path, number) for every number inside nested dicts."""
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            yield from leaves(inner, f"{path}.{key}")
+    else:
+        yield path, value
+
+
+def test_quick_speed_benchmark_writes_every_ratio(tmp_path):
+    out = tmp_path / "speed.json"
+    # One thread: on a shared 2-core machine, two OpenMP threads stall whenever the other core is busy.
+    command = [sys.executable, "-m", "bench.speed", "--quick", "--threads", "1", "--json", str(out)]
+    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "train_cls" in run.stdout and "noise" in run.stdout  # the table, with the noise floor column
+
+    results = json.loads(out.read_text())
+    assert set(results["sizes"]) == {"small", "large"}
+    assert results["matmul_peak_gflops"] > 0
+    for name, size in results["sizes"].items():
+        for key in RATIO_KEYS:
+            assert key in size, f"{name}: {key} missing"
+        assert set(size["decode_greedy"]) == set(size["decode_beam4"]) == {"batch1", "batch8"}
+        assert set(size["peak_mem"]) == {"cls", "lm"}
+        assert set(size["mfu"]) == {"train_cls", "train_lm"}
+        assert all(set(sides) == {"ours", "theirs"} for sides in size["mfu"].values())
+        for key in (*RATIO_KEYS, "noise"):
+            for path, number in leaves(size[key], f"{name}.{key}"):
+                assert isinstance(number, (int, float)) and not isinstance(number, bool), path
+                assert math.isfinite(number) and number > 0, f"{path} = {number}"
