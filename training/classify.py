@@ -9,7 +9,7 @@ training_curve.png, attention.png and the model card (README.md).
 import numpy as np
 from transformers import DataCollatorForLanguageModeling, DataCollatorWithPadding, Trainer, set_seed
 
-from scratchformer import ScratchformerConfig, ScratchformerForMaskedLM, ScratchformerForSequenceClassification
+from scratchformer import ScratchformerForMaskedLM, ScratchformerForSequenceClassification
 
 from . import common
 from .data import ID2LABEL, LABEL2ID
@@ -35,24 +35,10 @@ def encode(tokenizer, texts: list[str], max_length: int, head_tokens: int) -> li
     return [ids if len(ids) <= max_length else ids[:head_tokens] + ids[-tail:] for ids in encoded]
 
 
-def model_config(tokenizer, preset: common.Preset) -> ScratchformerConfig:
-    """The classifier's architecture for a preset."""
-    return ScratchformerConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=preset.hidden_size,
-        num_hidden_layers=preset.num_hidden_layers,
-        num_attention_heads=preset.num_attention_heads,
-        intermediate_size=preset.intermediate_size,
-        max_position_embeddings=preset.max_length,
-        position_embedding_type=preset.position_embedding_type,
-        classifier_pooling=preset.classifier_pooling,
-        hidden_dropout_prob=preset.dropout,
-        attention_probs_dropout_prob=preset.attention_dropout,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        id2label=dict(ID2LABEL),
-        label2id=dict(LABEL2ID),
+def model_config(tokenizer, preset: common.Preset):
+    """The classifier's architecture for a preset: the shared one plus pooling and the IMDb labels."""
+    return common.model_config(
+        tokenizer, preset, classifier_pooling=preset.classifier_pooling, id2label=dict(ID2LABEL), label2id=dict(LABEL2ID)
     )
 
 

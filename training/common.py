@@ -14,7 +14,7 @@ import torch
 from accelerate import PartialState
 from transformers import AutoTokenizer, TrainingArguments
 
-from scratchformer import train_tokenizer
+from scratchformer import ScratchformerConfig, train_tokenizer
 
 from .data import load_imdb
 
@@ -106,6 +106,25 @@ def tokenizer_for(texts, work: Path, preset: Preset, **kwargs):
             tokenizer = train_tokenizer(texts, vocab_size=preset.vocab_size, model_max_length=preset.max_length, **kwargs)
             save_atomically(tokenizer.save_pretrained, path)
         return AutoTokenizer.from_pretrained(path)
+
+
+def model_config(tokenizer, preset: Preset, **head_settings) -> ScratchformerConfig:
+    """The architecture a preset describes, sized to the tokenizer; head_settings add what one recipe needs."""
+    return ScratchformerConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=preset.hidden_size,
+        num_hidden_layers=preset.num_hidden_layers,
+        num_attention_heads=preset.num_attention_heads,
+        intermediate_size=preset.intermediate_size,
+        max_position_embeddings=preset.max_length,
+        position_embedding_type=preset.position_embedding_type,
+        hidden_dropout_prob=preset.dropout,
+        attention_probs_dropout_prob=preset.attention_dropout,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        **head_settings,
+    )
 
 
 def save_atomically(save, path: Path) -> None:

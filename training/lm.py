@@ -12,7 +12,7 @@ from itertools import chain
 import torch
 from transformers import DataCollatorForLanguageModeling, Trainer, set_seed
 
-from scratchformer import ScratchformerConfig, ScratchformerForCausalLM
+from scratchformer import ScratchformerForCausalLM
 
 from . import common
 
@@ -36,25 +36,6 @@ def blocks(tokenizer, texts: list[str], block_size: int) -> dict[str, list[list[
     stream = list(chain.from_iterable(ids + [tokenizer.eos_token_id] for ids in tokenizer(texts)["input_ids"]))
     usable = len(stream) - len(stream) % block_size
     return {"input_ids": [stream[i : i + block_size] for i in range(0, usable, block_size)]}
-
-
-def model_config(tokenizer, preset: common.Preset) -> ScratchformerConfig:
-    """The language model's architecture for a preset."""
-    return ScratchformerConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=preset.hidden_size,
-        num_hidden_layers=preset.num_hidden_layers,
-        num_attention_heads=preset.num_attention_heads,
-        intermediate_size=preset.intermediate_size,
-        max_position_embeddings=preset.max_length,
-        position_embedding_type=preset.position_embedding_type,
-        hidden_dropout_prob=preset.dropout,
-        attention_probs_dropout_prob=preset.attention_dropout,
-        is_decoder=True,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
 
 
 def samples(model, tokenizer, texts: list[str]) -> list[dict]:
@@ -92,7 +73,7 @@ def main(argv=None):
 
     set_seed(args.seed)  # weight initialisation happens before Trainer seeds anything
     trainer = Trainer(
-        model=ScratchformerForCausalLM(model_config(tokenizer, preset)),
+        model=ScratchformerForCausalLM(common.model_config(tokenizer, preset, is_decoder=True)),
         args=common.training_arguments(work / "train", preset, args.seed, preset.epochs, eval_strategy="epoch"),
         train_dataset=packed["train"],
         eval_dataset=packed["validation"],
