@@ -1,7 +1,7 @@
 """Speed of scratchformer next to transformers' own GPT-2 and BERT at identical sizes (CPU, fp32, SDPA attention).
 
 Usage: python -m bench.speed [--json PATH] [--sizes small,large] [--quick] [--pairs N] [--sample-seconds S]
-                             [--threads N]
+                             [--threads N] [--attention-dropout P]
 
 Per size, every ratio is ours / theirs (higher is better, except peak memory where lower is better):
 
@@ -15,7 +15,8 @@ Per size, every ratio is ours / theirs (higher is better, except peak memory whe
     peak_mem       peak memory of one training step (weights + AdamW state + step peak), cls and lm heads
 
 Both sides get identical dimensions (hidden, layers, heads, MLP width, vocabulary, sequence length, batch), fp32,
-the SDPA attention backend, exact ("gelu") activation, dropout 0.1 everywhere, train mode for training, the same
+the SDPA attention backend, exact ("gelu") activation, dropout 0.1 everywhere (--attention-dropout changes it on the
+attention weights, for both sides: the recipes train with 0.0), train mode for training, the same
 random token batches, and the fused AdamW that transformers' Trainer uses by default. Architecture is matched to
 the reference: the classifier is post-norm with first-token pooling like BERT (which additionally keeps its own
 design: token-type embeddings, an embedding LayerNorm and a tanh pooler), the LM is pre-norm with tied embeddings
@@ -27,10 +28,10 @@ calls for both), and the reported ratio is the median of the per-pair throughput
 theirs against a second, identically seeded instance of theirs gives the noise floor printed next to each ratio.
 
 Model FLOPs per trained token (PaLM appendix B style, recorded in bench/NOTES.md):
-    6 * N + 12 * L * H * T
+    6 * N + 12 * L * d * T
 N = non-embedding matmul weights (per layer 4*d^2 for Q, K, V, O plus 2*d*f for the MLP) plus the output layer
-(d*V LM head, tied or not, or d*num_labels classifier); the second term is QK^T and AV (2 * 2*T*d multiply-adds per
-token and layer, x3 for forward + backward) over the full T x T score matrix, also for causal models. Embedding
+(d*V LM head, tied or not, or d*num_labels classifier); the second term is QK^T and AV (2 * 2*T*d FLOPs per token
+and layer, x3 for forward + backward) over the full T x T score matrix, also for causal models. Embedding
 lookups, LayerNorm, softmax, GELU, dropout, BERT's pooler and the optimizer are not counted. The same count is
 used for ours and theirs, so the MFU ratio equals the training-throughput ratio.
 
@@ -62,7 +63,7 @@ from transformers import BertConfig, BertForSequenceClassification, GPT2Config, 
 
 from scratchformer import ScratchformerConfig, ScratchformerForCausalLM, ScratchformerForSequenceClassification
 
-DROPOUT = 0.1
+DROPOUT = 0.1  # embeddings, sublayer outputs and (unless --attention-dropout) attention weights
 NUM_LABELS = 2
 PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
 FIRST_ORDINARY_ID = 3  # random batches avoid the special ids
@@ -93,6 +94,7 @@ QUICK_SIZES = {  # --quick: same keys and code paths, tiny models
     "large": Size(500, 64, 2, 4, 128, 32, 4, prompt_len=8, new_tokens=4),
 }
 DECODE_BATCHES = (1, 8)
+SIDES = ("ours", "theirs", "theirs")  # the third model is theirs again, for the noise floor
 
 
 @dataclass(frozen=True)
@@ -113,7 +115,7 @@ QUICK_PROTOCOL = Protocol(pairs=2, sample_seconds=0.02, warmup_seconds=0.0, peak
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def scratchformer_config(size: Size, task: str) -> ScratchformerConfig:
+def scratchformer_config(size: Size, task: str, attention_dropout: float = DROPOUT) -> ScratchformerConfig:
     """Ours: post-norm + first-token pooling for classification (like BERT), pre-norm decoder for LM (like GPT-2)."""
     return ScratchformerConfig(
         vocab_size=size.vocab_size,
@@ -125,7 +127,7 @@ def scratchformer_config(size: Size, task: str) -> ScratchformerConfig:
         max_position_embeddings=size.seq_len,
         position_embedding_type="learned",
         hidden_dropout_prob=DROPOUT,
-        attention_probs_dropout_prob=DROPOUT,
+        attention_probs_dropout_prob=attention_dropout,
         norm_placement="post" if task == "cls" else "pre",
         classifier_pooling="cls",
         tie_word_embeddings=True,
@@ -136,7 +138,7 @@ def scratchformer_config(size: Size, task: str) -> ScratchformerConfig:
     )
 
 
-def gpt2_config(size: Size) -> GPT2Config:
+def gpt2_config(size: Size, attention_dropout: float = DROPOUT) -> GPT2Config:
     """GPT-2 at the same size; exact GELU instead of GPT-2's default tanh approximation, as ours uses."""
     return GPT2Config(
         vocab_size=size.vocab_size,
@@ -148,7 +150,7 @@ def gpt2_config(size: Size) -> GPT2Config:
         activation_function="gelu",
         resid_pdrop=DROPOUT,
         embd_pdrop=DROPOUT,
-        attn_pdrop=DROPOUT,
+        attn_pdrop=attention_dropout,
         tie_word_embeddings=True,
         pad_token_id=PAD_ID,
         bos_token_id=BOS_ID,
@@ -156,7 +158,7 @@ def gpt2_config(size: Size) -> GPT2Config:
     )
 
 
-def bert_config(size: Size) -> BertConfig:
+def bert_config(size: Size, attention_dropout: float = DROPOUT) -> BertConfig:
     """BERT at the same size (its token-type embeddings, embedding LayerNorm and pooler stay: they are its design)."""
     return BertConfig(
         vocab_size=size.vocab_size,
@@ -167,22 +169,24 @@ def bert_config(size: Size) -> BertConfig:
         hidden_act="gelu",
         max_position_embeddings=size.seq_len,
         hidden_dropout_prob=DROPOUT,
-        attention_probs_dropout_prob=DROPOUT,
+        attention_probs_dropout_prob=attention_dropout,
         num_labels=NUM_LABELS,
         pad_token_id=PAD_ID,
     )
 
 
-def build_model(side: str, task: str, size: Size, seed: int = 0) -> torch.nn.Module:
+def build_model(
+    side: str, task: str, size: Size, seed: int = 0, attention_dropout: float = DROPOUT
+) -> torch.nn.Module:
     """`side` is "ours" or "theirs"; `task` is "cls" or "lm". fp32, SDPA attention, identically seeded."""
     torch.manual_seed(seed)
     if side == "ours":
         cls = ScratchformerForSequenceClassification if task == "cls" else ScratchformerForCausalLM
-        config = scratchformer_config(size, task)
+        config = scratchformer_config(size, task, attention_dropout)
     elif task == "cls":
-        cls, config = BertForSequenceClassification, bert_config(size)
+        cls, config = BertForSequenceClassification, bert_config(size, attention_dropout)
     else:
-        cls, config = GPT2LMHeadModel, gpt2_config(size)
+        cls, config = GPT2LMHeadModel, gpt2_config(size, attention_dropout)
     config._attn_implementation = "sdpa"
     model = cls(config).float()
     if model.config._attn_implementation != "sdpa":
@@ -216,10 +220,11 @@ def make_optimizer(model: torch.nn.Module) -> torch.optim.Optimizer:
     return torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01, fused=True)
 
 
-def training_step(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> Callable[[], None]:
+def training_step(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer
+) -> Callable[[], None]:
     """One forward + backward + AdamW step on `batch`, as a callable (train mode, fresh gradients each step)."""
     model.train()
-    optimizer = make_optimizer(model)
 
     def step() -> None:
         loss = model(**batch).loss
@@ -227,7 +232,6 @@ def training_step(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> Cal
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    step.optimizer = optimizer  # type: ignore[attr-defined]
     return step
 
 
@@ -392,13 +396,14 @@ def quiet_stderr():
             os.close(saved)
 
 
-def training_memory(side: str, task: str, size: Size, seed: int = 0) -> dict:
+def training_memory(side: str, task: str, size: Size, attention_dropout: float = DROPOUT) -> dict:
     """Bytes: weights + AdamW state + batch (alive across steps) and the peak one warm step adds on top."""
-    model = build_model(side, task, size, seed)
+    model = build_model(side, task, size, attention_dropout=attention_dropout)
     batch = training_batch(size, task)
-    step = training_step(model, batch)
+    optimizer = make_optimizer(model)
+    step = training_step(model, batch, optimizer)
     step()  # creates the AdamW state
-    state = step.optimizer.state.values()  # type: ignore[attr-defined]
+    state = optimizer.state.values()
     resident = tensor_bytes(
         [*model.parameters(), *model.buffers(), *(t for s in state for t in s.values()), *batch.values()]
     )
@@ -419,7 +424,9 @@ def log(message: str) -> None:
     print(f"[{time.perf_counter() - _START:7.1f} s] {message}", file=sys.stderr, flush=True)
 
 
-def bench_size(name: str, size: Size, protocol: Protocol, peak_flops: float) -> dict:
+def bench_size(
+    name: str, size: Size, protocol: Protocol, peak_flops: float, attention_dropout: float = DROPOUT
+) -> dict:
     """All comparisons at one size."""
     result: dict = {"dims": asdict(size)}
     details: dict = {}
@@ -427,9 +434,9 @@ def bench_size(name: str, size: Size, protocol: Protocol, peak_flops: float) -> 
 
     for task, key in (("cls", "train_cls"), ("lm", "train_lm")):
         log(f"[{name}] {key}: training tokens/s")
-        models = [build_model(side, task, size) for side in ("ours", "theirs", "theirs")]
+        models = [build_model(side, task, size, attention_dropout=attention_dropout) for side in SIDES]
         batch = training_batch(size, task)
-        steps = [training_step(model, batch) for model in models]
+        steps = [training_step(model, batch, make_optimizer(model)) for model in models]
         details[key] = compare(*steps, work=tokens_per_step, protocol=protocol)
         details[key]["params"] = {"ours": count_params(models[0]), "theirs": count_params(models[1])}
         del models, steps
@@ -442,7 +449,7 @@ def bench_size(name: str, size: Size, protocol: Protocol, peak_flops: float) -> 
     }
     result["flops_per_token"] = flops
 
-    models = [build_model(side, "lm", size) for side in ("ours", "theirs", "theirs")]
+    models = [build_model(side, "lm", size, attention_dropout=attention_dropout) for side in SIDES]
     for beams, key in ((1, "decode_greedy"), (4, "decode_beam4")):
         result[key] = {}
         for batch in DECODE_BATCHES:
@@ -456,7 +463,7 @@ def bench_size(name: str, size: Size, protocol: Protocol, peak_flops: float) -> 
     log(f"[{name}] peak_mem: profiled training-step memory")
     result["peak_mem"] = {}
     for task, key in (("cls", "train_cls"), ("lm", "train_lm")):
-        memory = {who: training_memory(side, task, size) for who, side in
+        memory = {who: training_memory(side, task, size, attention_dropout) for who, side in
                   (("ours", "ours"), ("theirs", "theirs"), ("theirs_again", "theirs"))}
         details[f"peak_mem_{task}"] = {
             **memory,
@@ -496,8 +503,9 @@ def table(results: dict) -> str:
                 rows.append(_timing_row(name, f"{key} b{b} tok/s", d[f"{key}_b{b}"], TARGETS[key]))
         for task in ("cls", "lm"):
             m = d[f"peak_mem_{task}"]
-            rows.append((name, f"peak_mem {task} MiB", f"{m['ours']['total_bytes'] / 2**20:.1f}",
-                         f"{m['theirs']['total_bytes'] / 2**20:.1f}", f"{m['ratio']:.3f}", f"{m['noise']:.3f}",
+            ours, theirs = (f"{m[side]['total_bytes'] / 2**20:.1f} ({m[side]['step_peak_bytes'] / 2**20:.1f})"
+                            for side in ("ours", "theirs"))
+            rows.append((name, f"peak_mem {task} MiB (step)", ours, theirs, f"{m['ratio']:.3f}", f"{m['noise']:.3f}",
                          TARGETS["peak_mem"]))
         for key in ("train_cls", "train_lm"):
             mfu = res["mfu"][key]
@@ -532,6 +540,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", type=int, default=None, help="ABBA pairs per comparison")
     parser.add_argument("--sample-seconds", type=float, default=None, help="minimum seconds of work per sample")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, all cores)")
+    parser.add_argument("--attention-dropout", type=float, default=DROPOUT,
+                        help=f"dropout on the attention weights, both sides (default {DROPOUT}; the recipes use 0.0)")
     args = parser.parse_args(argv)
 
     names = [name.strip() for name in args.sizes.split(",") if name.strip()]
@@ -561,13 +571,14 @@ def main(argv: list[str] | None = None) -> int:
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(),
+        "dropout": {"hidden": DROPOUT, "attention": args.attention_dropout},
         "cpu_count": os.cpu_count(),
         "protocol": asdict(protocol),
         "sizes": {},
     }
     started = time.perf_counter()
     for name in names:
-        results["sizes"][name] = bench_size(name, sizes[name], protocol, peak)
+        results["sizes"][name] = bench_size(name, sizes[name], protocol, peak, args.attention_dropout)
     # The peak again at the end (the machine is shared): MFU uses the better of the two measurements.
     late_peak = matmul_peak_flops(protocol.peak_seconds, (256, 512) if args.quick else (1024, 2048))
     if late_peak > peak:
