@@ -5,12 +5,14 @@ from transformers import (
     AutoModel,
     AutoModelForCausalLM,
     AutoModelForMaskedLM,
+    AutoModelForSeq2SeqLM,
     AutoModelForSequenceClassification,
 )
 
 from .configuration_scratchformer import ScratchformerConfig
 from .modeling_scratchformer import (
     ScratchformerForCausalLM,
+    ScratchformerForConditionalGeneration,
     ScratchformerForMaskedLM,
     ScratchformerForSequenceClassification,
     ScratchformerModel,
@@ -26,6 +28,7 @@ _HEADS = {
     AutoModelForCausalLM: ScratchformerForCausalLM,
     AutoModelForSequenceClassification: ScratchformerForSequenceClassification,
     AutoModelForMaskedLM: ScratchformerForMaskedLM,
+    AutoModelForSeq2SeqLM: ScratchformerForConditionalGeneration,
 }
 AutoConfig.register(ScratchformerConfig.model_type, ScratchformerConfig, exist_ok=True)
 ScratchformerConfig.register_for_auto_class()
@@ -40,5 +43,6 @@ __all__ = [
     "ScratchformerForCausalLM",
     "ScratchformerForSequenceClassification",
     "ScratchformerForMaskedLM",
+    "ScratchformerForConditionalGeneration",
     "train_tokenizer",
 ]

@@ -8,10 +8,10 @@ Read it top to bottom; each idea is one named piece:
                  -> merge heads -> output projection   (eager here; SDPA/flash through ALL_ATTENTION_FUNCTIONS)
     MLP          position-wise feed-forward network
     residual     x + sublayer(x), with LayerNorm before (pre-norm) or after (post-norm)
-    block        attention + MLP, each wrapped in a residual
-    model        embeddings -> blocks -> final norm
+    block        attention (+ cross-attention in a decoder) + MLP, each wrapped in a residual
+    model        embeddings -> blocks -> final norm (one stack; an encoder-decoder has two)
     pooling      one vector per sequence (mean / max / cls / last) for classification
-    heads        causal LM, sequence classification, masked LM
+    heads        causal LM, sequence classification, masked LM, encoder-decoder (seq2seq) LM
 """
 
 import copy
@@ -23,20 +23,23 @@ from safetensors import SafetensorError
 from torch import nn
 from transformers import initialization as init
 from transformers.activations import ACT2FN
-from transformers.cache_utils import Cache, DynamicCache
+from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
 from transformers.generation import GenerationMixin
 from transformers.masking_utils import create_bidirectional_mask, create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import (
+    BaseModelOutput,
     BaseModelOutputWithPast,
+    BaseModelOutputWithPastAndCrossAttentions,
     CausalLMOutputWithPast,
     MaskedLMOutput,
+    Seq2SeqLMOutput,
     SequenceClassifierOutput,
 )
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel, slice_logits_to_keep
 from transformers.utils import can_return_tuple
 from transformers.utils.generic import merge_with_config_defaults
-from transformers.utils.output_capturing import capture_outputs
+from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_scratchformer import ScratchformerConfig
 
@@ -168,16 +171,24 @@ def eager_attention_forward(
 
 
 class ScratchformerAttention(nn.Module):
-    """Multi-head attention: project to queries, keys and values, attend per head, project the heads back."""
+    """Multi-head attention: project to queries, keys and values, attend per head, project the heads back.
 
-    def __init__(self, config: ScratchformerConfig, layer_idx: int):
+    Self-attention takes queries, keys and values from the same tokens. Cross-attention (`is_cross_attention`, in an
+    encoder-decoder's decoder) takes the queries from the decoder and the keys and values from the encoder output.
+    """
+
+    def __init__(
+        self, config: ScratchformerConfig, layer_idx: int, is_causal: bool | None = None, is_cross_attention: bool = False
+    ):
         super().__init__()
         self.config = config
         self.layer_idx = layer_idx
         self.head_dim = config.head_dim
         self.scaling = self.head_dim**-0.5
         self.dropout = config.attention_probs_dropout_prob
-        self.is_causal = config.is_decoder  # read by SDPA when no explicit mask is passed
+        self.is_cross_attention = is_cross_attention
+        # Read by SDPA when no explicit mask is passed; every decoder token may see every source token.
+        self.is_causal = False if is_cross_attention else (config.is_decoder if is_causal is None else is_causal)
         self.q_proj = nn.Linear(config.hidden_size, config.hidden_size)
         self.k_proj = nn.Linear(config.hidden_size, config.hidden_size)
         self.v_proj = nn.Linear(config.hidden_size, config.hidden_size)
@@ -189,16 +200,23 @@ class ScratchformerAttention(nn.Module):
         attention_mask: torch.Tensor | None = None,
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
         past_key_values: Cache | None = None,
+        encoder_hidden_states: torch.Tensor | None = None,
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         query = split_heads(self.q_proj(hidden_states), self.head_dim)
-        key = split_heads(self.k_proj(hidden_states), self.head_dim)
-        value = split_heads(self.v_proj(hidden_states), self.head_dim)
-        if position_embeddings is not None:  # rotary positions
-            cos, sin = position_embeddings
-            query, key = apply_rotary(query, cos, sin), apply_rotary(key, cos, sin)
-        if past_key_values is not None:  # append this step's keys/values to the cache, attend over all of them
-            key, value = past_key_values.update(key, value, self.layer_idx)
+        if self.is_cross_attention:
+            # No rotary here: decoder and source positions live on different axes, their difference means nothing.
+            key, value = self.source_keys_values(encoder_hidden_states, past_key_values)
+        else:
+            key = split_heads(self.k_proj(hidden_states), self.head_dim)
+            value = split_heads(self.v_proj(hidden_states), self.head_dim)
+            if position_embeddings is not None:  # rotary positions
+                cos, sin = position_embeddings
+                query, key = apply_rotary(query, cos, sin), apply_rotary(key, cos, sin)
+            if past_key_values is not None:  # append this step's keys/values to the cache, attend over all of them
+                if isinstance(past_key_values, EncoderDecoderCache):
+                    past_key_values = past_key_values.self_attention_cache
+                key, value = past_key_values.update(key, value, self.layer_idx)
 
         attention_function: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
@@ -214,6 +232,23 @@ class ScratchformerAttention(nn.Module):
             **kwargs,
         )
         return self.o_proj(merge_heads(output)), weights
+
+    def source_keys_values(
+        self, encoder_hidden_states: torch.Tensor, past_key_values: Cache | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-attention keys/values of the encoder output: computed once per source, then read from the cache."""
+        if encoder_hidden_states is None:
+            raise ValueError("Cross-attention needs encoder_hidden_states (the encoder's output for the source)")
+        cache = past_key_values if isinstance(past_key_values, EncoderDecoderCache) else None
+        if cache is not None and cache.is_updated.get(self.layer_idx):  # every decoding step after the first
+            layer = cache.cross_attention_cache.layers[self.layer_idx]
+            return layer.keys, layer.values
+        key = split_heads(self.k_proj(encoder_hidden_states), self.head_dim)
+        value = split_heads(self.v_proj(encoder_hidden_states), self.head_dim)
+        if cache is not None:
+            key, value = cache.cross_attention_cache.update(key, value, self.layer_idx)
+            cache.is_updated[self.layer_idx] = True
+        return key, value
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -254,12 +289,20 @@ class ResidualNorm(nn.Module):
 
 
 class ScratchformerBlock(GradientCheckpointingLayer):
-    """One Transformer block: self-attention then MLP, each inside a residual connection."""
+    """One Transformer block: self-attention, (in a decoder of an encoder-decoder) cross-attention, then MLP,
+    each inside a residual connection."""
 
-    def __init__(self, config: ScratchformerConfig, layer_idx: int):
+    def __init__(
+        self, config: ScratchformerConfig, layer_idx: int, is_causal: bool | None = None, cross_attention: bool = False
+    ):
         super().__init__()
-        self.attention = ScratchformerAttention(config, layer_idx)
+        self.attention = ScratchformerAttention(config, layer_idx, is_causal=is_causal)
         self.attention_residual = ResidualNorm(config)
+        if cross_attention:
+            self.cross_attention = ScratchformerAttention(config, layer_idx, is_cross_attention=True)
+            self.cross_attention_residual = ResidualNorm(config)
+        else:
+            self.cross_attention = None
         self.mlp = ScratchformerMLP(config)
         self.mlp_residual = ResidualNorm(config)
 
@@ -269,6 +312,8 @@ class ScratchformerBlock(GradientCheckpointingLayer):
         attention_mask: torch.Tensor | None = None,
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
         past_key_values: Cache | None = None,
+        encoder_hidden_states: torch.Tensor | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
         **kwargs,
     ) -> torch.Tensor:
         attended, _ = self.attention(
@@ -279,6 +324,15 @@ class ScratchformerBlock(GradientCheckpointingLayer):
             **kwargs,
         )
         hidden_states = self.attention_residual.add(hidden_states, attended)
+        if self.cross_attention is not None:
+            attended, _ = self.cross_attention(
+                self.cross_attention_residual.sublayer_input(hidden_states),
+                attention_mask=encoder_attention_mask,
+                past_key_values=past_key_values,
+                encoder_hidden_states=encoder_hidden_states,
+                **kwargs,
+            )
+            hidden_states = self.cross_attention_residual.add(hidden_states, attended)
         return self.mlp_residual.add(hidden_states, self.mlp(self.mlp_residual.sublayer_input(hidden_states)))
 
 
@@ -321,18 +375,34 @@ class ScratchformerPreTrainedModel(PreTrainedModel):
             init.copy_(module.inv_freq, rotary_inverse_frequencies(module.head_dim, module.theta))
 
 
-class ScratchformerModel(ScratchformerPreTrainedModel):
-    """The bare Transformer: embeddings -> blocks -> final norm, returning one vector per token."""
+STACKS = (None, "encoder", "decoder")
 
-    def __init__(self, config: ScratchformerConfig):
+
+class ScratchformerModel(ScratchformerPreTrainedModel):
+    """The bare Transformer: embeddings -> blocks -> final norm, returning one vector per token.
+
+    `stack` says which part of an encoder-decoder this is: None (a model on its own, causal if `config.is_decoder`),
+    `"encoder"` (bidirectional, `config.encoder_layers` blocks) or `"decoder"` (causal, `config.decoder_layers`
+    blocks with cross-attention to the encoder output).
+    """
+
+    def __init__(self, config: ScratchformerConfig, stack: str | None = None):
         super().__init__(config)
+        if stack not in STACKS:
+            raise ValueError(f"stack must be one of {STACKS}, got {stack!r}")
+        self.stack = stack
+        self.is_causal = config.is_decoder if stack is None else stack == "decoder"
+        num_layers = {None: config.num_hidden_layers, "encoder": config.encoder_layers, "decoder": config.decoder_layers}[stack]
         self.embeddings = ScratchformerEmbeddings(config)
         self.rotary = (
             RotaryPositionalEmbedding(config.head_dim, config.rope_theta)
             if config.position_embedding_type == "rotary"
             else None
         )
-        self.layers = nn.ModuleList(ScratchformerBlock(config, i) for i in range(config.num_hidden_layers))
+        self.layers = nn.ModuleList(
+            ScratchformerBlock(config, i, is_causal=self.is_causal, cross_attention=stack == "decoder")
+            for i in range(num_layers)
+        )
         # Pre-norm leaves the residual stream unnormalised, so it gets one last LayerNorm; post-norm already ends in one.
         self.final_norm = (
             nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
@@ -358,16 +428,25 @@ class ScratchformerModel(ScratchformerPreTrainedModel):
         past_key_values: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
+        encoder_hidden_states: torch.Tensor | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPast:
+        """`encoder_hidden_states` / `encoder_attention_mask`: the source, for a decoder stack's cross-attention."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds")
         if input_ids is not None:
             self._check_token_ids(input_ids)
-        if not self.config.is_decoder:
+        if self.stack == "encoder":
+            check_sources_not_empty(attention_mask)
+        if not self.is_causal:
             use_cache = False  # an encoder sees the whole sequence at once: nothing to cache
         if use_cache and past_key_values is None:
-            past_key_values = DynamicCache(config=self.config)
+            past_key_values = (
+                EncoderDecoderCache(DynamicCache(config=self.config), DynamicCache(config=self.config))
+                if self.stack == "decoder"
+                else DynamicCache(config=self.config)
+            )
 
         past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
         length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
@@ -383,6 +462,20 @@ class ScratchformerModel(ScratchformerPreTrainedModel):
         hidden_states = self.embeddings(input_ids, position_ids, inputs_embeds)
         rotary = self.rotary(position_ids, hidden_states.dtype) if self.rotary is not None else None
         mask = self._attention_mask(hidden_states, attention_mask, past_key_values, position_ids)
+        cross = {}
+        if self.stack == "decoder":
+            if encoder_hidden_states is None:
+                raise ValueError("A decoder stack needs encoder_hidden_states (the encoder's output for the source)")
+            cross = dict(
+                encoder_hidden_states=encoder_hidden_states,
+                # Which source tokens each target token may attend to: all real ones, no padding.
+                encoder_attention_mask=create_bidirectional_mask(
+                    config=self.config,
+                    inputs_embeds=hidden_states,
+                    attention_mask=encoder_attention_mask,
+                    encoder_hidden_states=encoder_hidden_states,
+                ),
+            )
 
         for block in self.layers:
             hidden_states = block(
@@ -390,13 +483,17 @@ class ScratchformerModel(ScratchformerPreTrainedModel):
                 attention_mask=mask,
                 position_embeddings=rotary,
                 past_key_values=past_key_values,
+                **cross,
                 **kwargs,
             )
-        return BaseModelOutputWithPast(last_hidden_state=self.final_norm(hidden_states), past_key_values=past_key_values)
+        output_class = BaseModelOutputWithPastAndCrossAttentions if self.stack == "decoder" else BaseModelOutputWithPast
+        return output_class(last_hidden_state=self.final_norm(hidden_states), past_key_values=past_key_values)
 
     def _attention_mask(self, hidden_states, attention_mask, past_key_values, position_ids):
         """Padding (+ causal) mask in whatever form the chosen attention backend wants."""
-        if self.config.is_decoder:
+        if self.is_causal:
+            if isinstance(past_key_values, EncoderDecoderCache):  # the mask spans the decoder's own past only
+                past_key_values = past_key_values.self_attention_cache
             return create_causal_mask(
                 config=self.config,
                 inputs_embeds=hidden_states,
@@ -414,6 +511,29 @@ class ScratchformerModel(ScratchformerPreTrainedModel):
         if low < 0 or high >= self.config.vocab_size:
             bad = int(low) if low < 0 else int(high)
             raise ValueError(f"input_ids contains token id {bad}, outside the vocabulary [0, {self.config.vocab_size})")
+
+
+def check_sources_not_empty(attention_mask: torch.Tensor | None) -> None:
+    """Refuse a source with no real token (an all-zero attention_mask row): attention over nothing is undefined."""
+    if attention_mask is None:
+        return
+    empty = (attention_mask.sum(-1) == 0).nonzero().flatten().tolist()
+    if empty:
+        raise ValueError(f"source(s) {empty} of the batch are empty (attention_mask is all zeros): nothing to translate")
+
+
+class ScratchformerDecoder(ScratchformerModel):
+    """The decoder stack of an encoder-decoder: causal self-attention, cross-attention to the source, MLP per block."""
+
+    # Self- and cross-attention are the same module class: tell them apart by attribute name.
+    _can_record_outputs = {
+        "hidden_states": ScratchformerBlock,
+        "attentions": OutputRecorder(ScratchformerAttention, index=1, layer_name="attention"),
+        "cross_attentions": OutputRecorder(ScratchformerAttention, index=1, layer_name="cross_attention"),
+    }
+
+    def __init__(self, config: ScratchformerConfig):
+        super().__init__(config, stack="decoder")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -581,11 +701,131 @@ class ScratchformerForMaskedLM(ScratchformerPreTrainedModel):
             use_cache=False,
             **kwargs,
         )
-        logits = self.mlm_head(outputs.last_hidden_state)
+        hidden_states = outputs.last_hidden_state
+        if labels is not None and self.config.sparse_prediction:
+            # Only masked positions carry a loss: skip the vocabulary projection (most of the cost) everywhere else.
+            masked = labels != -100
+            hidden_states, labels = hidden_states[masked], labels[masked]
+        logits = self.mlm_head(hidden_states)
         loss = None
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
         return MaskedLMOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions)
+
+
+def shift_tokens_right(labels: torch.Tensor, pad_token_id: int | None, decoder_start_token_id: int | None) -> torch.Tensor:
+    """Decoder inputs from labels (teacher forcing): start token, then the labels minus their last token."""
+    if decoder_start_token_id is None:
+        raise ValueError(
+            "config.decoder_start_token_id is not set: the decoder needs a first token to start from "
+            "(e.g. the tokenizer's bos_token_id)"
+        )
+    if pad_token_id is None:
+        raise ValueError("config.pad_token_id is not set: it replaces the ignored (-100) label positions")
+    shifted = labels.new_full(labels.shape, decoder_start_token_id)
+    shifted[:, 1:] = labels[:, :-1]
+    return shifted.masked_fill(shifted == -100, pad_token_id)
+
+
+class ScratchformerForConditionalGeneration(ScratchformerPreTrainedModel, GenerationMixin):
+    """Encoder-decoder (Vaswani et al. 2017, like BART/T5): the encoder reads the source, the decoder writes the
+    target one token at a time, attending to its own past and (cross-attention) to the encoder output."""
+
+    # One embedding matrix for source, target and output, as in BART (one tokenizer for both languages).
+    _tied_weights_keys = {
+        "decoder.embeddings.token_embeddings.weight": "encoder.embeddings.token_embeddings.weight",
+        "lm_head.weight": "encoder.embeddings.token_embeddings.weight",
+    }
+
+    def __init__(self, config: ScratchformerConfig):
+        if not config.is_encoder_decoder:
+            raise ValueError(
+                "ScratchformerForConditionalGeneration needs ScratchformerConfig(is_encoder_decoder=True, "
+                "decoder_start_token_id=...)"
+            )
+        super().__init__(config)
+        self.encoder = ScratchformerModel(config, stack="encoder")
+        self.decoder = ScratchformerDecoder(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        # Labels are already aligned with the decoder inputs (shift_tokens_right did the shift): plain
+        # token-level cross-entropy, not the causal-LM loss that would shift a second time.
+        self.loss_type = "ForMaskedLM"
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.encoder.get_input_embeddings()
+
+    def set_input_embeddings(self, value):
+        self.encoder.set_input_embeddings(value)
+        self.decoder.set_input_embeddings(value)
+
+    def get_encoder(self, modality: str | None = None):
+        return self.encoder
+
+    def get_decoder(self):
+        return self.decoder
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        decoder_input_ids: torch.LongTensor | None = None,
+        decoder_attention_mask: torch.Tensor | None = None,
+        encoder_outputs: BaseModelOutput | tuple | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        decoder_inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> Seq2SeqLMOutput:
+        """`input_ids`: the source; `labels`: the target ids (-100 ignored), from which the decoder inputs are made
+        when `decoder_input_ids` is not given; `encoder_outputs`: a source already encoded (reused, not re-run)."""
+        if labels is not None:
+            use_cache = False  # teacher forcing sees the whole target at once
+            if decoder_input_ids is None and decoder_inputs_embeds is None:
+                decoder_input_ids = shift_tokens_right(
+                    labels, self.config.pad_token_id, self.config.decoder_start_token_id
+                )
+        if encoder_outputs is None:
+            encoder_outputs = self.encoder(
+                input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, **kwargs
+            )
+        elif isinstance(encoder_outputs, (tuple, list)):  # e.g. from return_dict=False
+            encoder_outputs = BaseModelOutput(*encoder_outputs)
+        if decoder_input_ids is None and decoder_inputs_embeds is None:
+            raise ValueError("Pass labels or decoder_input_ids (or decoder_inputs_embeds): the decoder needs inputs")
+        decoder_outputs = self.decoder(
+            input_ids=decoder_input_ids,
+            attention_mask=decoder_attention_mask,
+            inputs_embeds=decoder_inputs_embeds,
+            encoder_hidden_states=encoder_outputs.last_hidden_state,
+            encoder_attention_mask=attention_mask,
+            past_key_values=past_key_values,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        logits = self.lm_head(slice_logits_to_keep(decoder_outputs.last_hidden_state, logits_to_keep))
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
+        return Seq2SeqLMOutput(
+            loss=loss,
+            logits=logits,
+            past_key_values=decoder_outputs.past_key_values,
+            decoder_hidden_states=decoder_outputs.hidden_states,
+            decoder_attentions=decoder_outputs.attentions,
+            cross_attentions=decoder_outputs.cross_attentions,
+            encoder_last_hidden_state=encoder_outputs.last_hidden_state,
+            encoder_hidden_states=encoder_outputs.hidden_states,
+            encoder_attentions=encoder_outputs.attentions,
+        )
+
+    def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        """Used by DataCollatorForSeq2Seq to build decoder inputs once per batch."""
+        return shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
 
 
 __all__ = [
@@ -594,4 +834,7 @@ __all__ = [
     "ScratchformerForCausalLM",
     "ScratchformerForSequenceClassification",
     "ScratchformerForMaskedLM",
+    "ScratchformerDecoder",
+    "ScratchformerForConditionalGeneration",
+    "shift_tokens_right",
 ]

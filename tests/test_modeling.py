@@ -157,6 +157,21 @@ def test_causal_lm_loss_is_next_token_cross_entropy():
     torch.testing.assert_close(out.loss, expected)
 
 
+def test_sparse_prediction_projects_only_masked_positions_with_the_same_loss():
+    dense = ScratchformerForMaskedLM(tiny_config()).eval()
+    sparse = ScratchformerForMaskedLM(tiny_config(sparse_prediction=True)).eval()
+    sparse.load_state_dict(dense.state_dict())
+    input_ids = torch.randint(5, 400, (2, 12))
+    labels = torch.full_like(input_ids, -100)
+    labels[0, 3], labels[1, 5], labels[1, 9] = 17, 42, 99
+    full, only_masked = dense(input_ids, labels=labels), sparse(input_ids, labels=labels)
+    assert only_masked.logits.shape == (3, 400)
+    torch.testing.assert_close(only_masked.logits, full.logits[labels != -100])
+    torch.testing.assert_close(only_masked.loss, full.loss)
+    # Without labels (inference, fill-mask) every position is predicted.
+    assert sparse(input_ids).logits.shape == (2, 12, 400)
+
+
 @pytest.mark.parametrize("head, output", [(ScratchformerForCausalLM, "lm_head"), (ScratchformerForMaskedLM, "mlm_head.decoder")])
 def test_output_projection_is_tied_to_the_input_embeddings(head, output):
     model = head(tiny_config())

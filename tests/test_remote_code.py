@@ -11,6 +11,7 @@ from conftest import tiny_config
 
 from scratchformer import (
     ScratchformerForCausalLM,
+    ScratchformerForConditionalGeneration,
     ScratchformerForMaskedLM,
     ScratchformerForSequenceClassification,
     ScratchformerModel,
@@ -39,7 +40,7 @@ CHILD = textwrap.dedent(
         assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
         ids = torch.tensor(case["input_ids"])
         with torch.no_grad():
-            out = model(ids)
+            out = model(ids, **{k: torch.tensor(v) for k, v in case["forward_kwargs"].items()})
         got = out.logits if hasattr(out, "logits") else out.last_hidden_state
         torch.testing.assert_close(got, torch.tensor(case["expected"]), atol=1e-5, rtol=1e-4)
         if "generated" in case:
@@ -53,28 +54,32 @@ CHILD = textwrap.dedent(
 
 
 def test_every_head_loads_as_remote_code_with_identical_outputs(tmp_path, tokenizer):
-    heads = {
-        "AutoModel": ScratchformerModel,
-        "AutoModelForCausalLM": ScratchformerForCausalLM,
-        "AutoModelForSequenceClassification": ScratchformerForSequenceClassification,
-        "AutoModelForMaskedLM": ScratchformerForMaskedLM,
+    seq2seq = dict(is_encoder_decoder=True, decoder_start_token_id=1, encoder_layers=1, decoder_layers=2)
+    heads = {  # auto class: (head, config settings beyond the tiny config)
+        "AutoModel": (ScratchformerModel, {}),
+        "AutoModelForCausalLM": (ScratchformerForCausalLM, {}),
+        "AutoModelForSequenceClassification": (ScratchformerForSequenceClassification, {}),
+        "AutoModelForMaskedLM": (ScratchformerForMaskedLM, {}),
+        "AutoModelForSeq2SeqLM": (ScratchformerForConditionalGeneration, seq2seq),
     }
     ids = torch.randint(5, 400, (2, 7))
     cases = []
-    for auto_class, head in heads.items():
-        model = head(tiny_config(position_embedding_type="rotary")).eval()
+    for auto_class, (head, settings) in heads.items():
+        model = head(tiny_config(position_embedding_type="rotary", **settings)).eval()
         path = tmp_path / auto_class
         model.save_pretrained(path)
         tokenizer.save_pretrained(path)
+        forward_kwargs = {"decoder_input_ids": ids[:, :4].tolist()} if settings else {}
         with torch.no_grad():
-            out = model(ids)
+            out = model(ids, **{k: torch.tensor(v) for k, v in forward_kwargs.items()})
         case = {
             "auto_class": auto_class,
             "path": str(path),
             "input_ids": ids.tolist(),
+            "forward_kwargs": forward_kwargs,
             "expected": (out.logits if hasattr(out, "logits") else out.last_hidden_state).tolist(),
         }
-        if head is ScratchformerForCausalLM:
+        if head in (ScratchformerForCausalLM, ScratchformerForConditionalGeneration):
             case["generated"] = model.generate(ids, max_new_tokens=5, num_beams=2, do_sample=False).tolist()
         cases.append(case)
     (tmp_path / "cases.json").write_text(json.dumps(cases))
@@ -87,4 +92,4 @@ def test_every_head_loads_as_remote_code_with_identical_outputs(tmp_path, tokeni
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "REMOTE-OK 4" in result.stdout
+    assert f"REMOTE-OK {len(heads)}" in result.stdout
