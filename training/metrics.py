@@ -31,3 +31,34 @@ class F1(evaluate.Metric):
 def classification_metrics() -> evaluate.CombinedEvaluations:
     """Accuracy and F1 combined into one `evaluate` module."""
     return evaluate.combine([Accuracy(), F1()])
+
+
+_TEXT_FEATURES = datasets.Features({"predictions": datasets.Value("string"), "references": datasets.Value("string")})
+
+
+class ExactMatch(evaluate.Metric):
+    """Fraction of predicted texts identical to their reference (after stripping surrounding spaces)."""
+
+    def _info(self):
+        return evaluate.MetricInfo(description=self.__doc__, citation="", inputs_description="", features=_TEXT_FEATURES)
+
+    def _compute(self, predictions, references):
+        hits = sum(p.strip() == r.strip() for p, r in zip(predictions, references))
+        return {"exact_match": hits / max(1, len(references))}
+
+
+class ChrF(evaluate.Metric):
+    """Corpus chrF (Popović 2015; character 6-grams, beta 2) as computed by sacrebleu, on a 0-100 scale."""
+
+    def _info(self):
+        return evaluate.MetricInfo(description=self.__doc__, citation="", inputs_description="", features=_TEXT_FEATURES)
+
+    def _compute(self, predictions, references):
+        from sacrebleu.metrics import CHRF
+
+        return {"chrf": CHRF().corpus_score(list(predictions), [list(references)]).score}
+
+
+def translation_metrics() -> evaluate.CombinedEvaluations:
+    """Exact match and chrF combined into one `evaluate` module."""
+    return evaluate.combine([ExactMatch(), ChrF()])

@@ -1,0 +1,172 @@
+"""Our encoder-decoder next to transformers' BartForConditionalGeneration at identical dims, on the number-words task.
+
+Usage: python -m bench.translate [--json PATH] [--quick] [--pairs N] [--threads N] [--budget-s S] [--test N]
+
+    train      training tokens/s (forward + backward + fused AdamW step) on the same real batch of number pairs,
+               source + target tokens (padding excluded), paired ABBA protocol of bench.speed (median of per-pair
+               ratios, theirs-vs-theirs noise floor)
+    beam4      4-beam generate() tokens/s on the same batch of test sources, exactly --new-tokens new tokens each
+    accuracy   with --budget-s S: both models train for S seconds of wall clock each (same data, tokenizer, batches,
+               optimizer, learning rate), then greedy and 4-beam exact match on --test held-out test numbers
+
+Identical dims: hidden, encoder/decoder layers, heads, MLP width, vocabulary (one shared tokenizer), positions,
+tied embeddings, gelu, no dropout (the cpu-small preset trains without it). BART keeps its own design: post-norm
+with an embedding LayerNorm and a final-logits bias; ours is the preset's pre-norm.
+"""
+
+import argparse
+import json
+import time
+from dataclasses import replace
+
+import torch
+from transformers import BartConfig, BartForConditionalGeneration, DataCollatorForSeq2Seq
+
+from bench.speed import QUICK_PROTOCOL, Protocol, compare, make_optimizer, training_step
+from scratchformer import ScratchformerForConditionalGeneration, train_tokenizer
+from training import common, translate
+
+PRESET = translate.PRESETS["cpu-small"]
+
+
+def bart_config(config) -> BartConfig:
+    """transformers' BART at the dims of our config."""
+    return BartConfig(
+        vocab_size=config.vocab_size, d_model=config.hidden_size, encoder_layers=config.encoder_layers,
+        decoder_layers=config.decoder_layers, encoder_attention_heads=config.num_attention_heads,
+        decoder_attention_heads=config.num_attention_heads, encoder_ffn_dim=config.intermediate_size,
+        decoder_ffn_dim=config.intermediate_size, max_position_embeddings=config.max_position_embeddings,
+        activation_function="gelu", dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
+        scale_embedding=False, tie_word_embeddings=True, pad_token_id=config.pad_token_id,
+        bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id,
+        decoder_start_token_id=config.decoder_start_token_id, forced_eos_token_id=None,
+    )
+
+
+def build(side: str, config, seed: int = 0):
+    """Ours or theirs, identically seeded, SDPA attention."""
+    torch.manual_seed(seed)
+    if side == "ours":
+        return ScratchformerForConditionalGeneration(config)
+    return BartForConditionalGeneration(bart_config(config)).to(torch.float32)
+
+
+def data_and_tokenizer(preset, train_samples: int, test_samples: int, seed: int = 0):
+    """The recipe's number pairs and a tokenizer trained on the train side."""
+    preset = replace(preset, train_samples=train_samples, test_samples=test_samples)
+    data = translate.number_words(preset, "de", seed, None)
+    tokenizer = train_tokenizer(list(data["train"]["source"]) + list(data["train"]["target"]),
+                                vocab_size=preset.vocab_size, model_max_length=preset.max_length, add_eos_token=True)
+    return data, tokenizer
+
+
+def batches(tokenizer, data, batch_size: int, seed: int):
+    """Endless shuffled training batches (the same sequence for both models)."""
+    encoded = data.map(lambda b: tokenizer(b["source"], text_target=b["target"], truncation=True), batched=True,
+                       remove_columns=data.column_names)
+    collator = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100)
+    epoch = 0
+    while True:
+        shuffled = encoded.shuffle(seed=seed + epoch)
+        for start in range(0, len(shuffled) - batch_size + 1, batch_size):
+            yield collator([shuffled[i] for i in range(start, start + batch_size)])
+        epoch += 1
+
+
+def with_decoder_inputs(model, batch):
+    """Add the shifted decoder inputs (both models make them from labels the same way)."""
+    return dict(batch, decoder_input_ids=model.prepare_decoder_input_ids_from_labels(batch["labels"]))
+
+
+def speed(config, tokenizer, data, protocol: Protocol, new_tokens: int) -> dict:
+    """Paired training and 4-beam decoding throughput, ours / theirs."""
+    models = [build(side, config) for side in ("ours", "theirs", "theirs")]
+    batch = next(batches(tokenizer, data["train"], PRESET.batch_size, seed=0))
+    tokens = int(batch["attention_mask"].sum() + (batch["labels"] != -100).sum())
+    steps = [training_step(m, with_decoder_inputs(m, batch), make_optimizer(m)) for m in models]
+    results = {"train": compare(*steps, work=tokens, protocol=protocol)}
+
+    sources = tokenizer(list(data["test"]["source"][:8]), return_tensors="pt", padding=True)
+
+    def beam(model):
+        model.eval()
+
+        def run():
+            with torch.no_grad():
+                model.generate(**sources, num_beams=4, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
+        return run
+
+    results["beam4"] = compare(*(beam(m) for m in models), work=8 * new_tokens, protocol=protocol)
+    return results
+
+
+def accuracy_at_budget(config, tokenizer, data, budget_s: float) -> dict:
+    """Train each model for budget_s seconds of wall clock, then exact match on the test numbers."""
+    metric = translate.translation_metrics()
+    results = {}
+    for side in ("ours", "theirs"):
+        model = build(side, config).train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=PRESET.learning_rate, weight_decay=PRESET.weight_decay, fused=True)
+        steps, tokens, losses, start = 0, 0, [], time.perf_counter()
+        for batch in batches(tokenizer, data["train"], PRESET.batch_size, seed=0):
+            if time.perf_counter() - start > budget_s:
+                break
+            warmup = min(1.0, (steps + 1) / 100)  # short linear warm-up, then constant
+            for group in optimizer.param_groups:
+                group["lr"] = PRESET.learning_rate * warmup
+            loss = model(**with_decoder_inputs(model, batch)).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+            steps += 1
+            tokens += int(batch["attention_mask"].sum() + (batch["labels"] != -100).sum())
+        trained_s = time.perf_counter() - start
+        sources, references = list(data["test"]["source"]), list(data["test"]["target"])
+        row = {"steps": steps, "train_tokens_per_s": tokens / trained_s,
+               "final_train_loss": sum(losses[-50:]) / len(losses[-50:])}
+        for name, beams in (("greedy", 1), ("beam4", 4)):
+            predictions = translate.translate(model, tokenizer, sources, PRESET.generation_batch_size, num_beams=beams,
+                                              max_length=PRESET.max_length)
+            row[name] = metric.compute(predictions=predictions, references=references)
+            row[name]["example"] = {"source": sources[-1], "reference": references[-1], "prediction": predictions[-1]}
+        results[side] = row
+    return results
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", default=None)
+    parser.add_argument("--quick", action="store_true", help="tiny protocol (smoke test)")
+    parser.add_argument("--pairs", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--new-tokens", type=int, default=16)
+    parser.add_argument("--budget-s", type=float, default=0.0, help="also train both for this long and compare accuracy")
+    parser.add_argument("--train-samples", type=int, default=PRESET.train_samples)
+    parser.add_argument("--test", type=int, default=1000, help="test numbers for the accuracy comparison")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    protocol = QUICK_PROTOCOL if args.quick else Protocol(pairs=args.pairs)
+    data, tokenizer = data_and_tokenizer(PRESET, args.train_samples, args.test)
+    config = common.model_config(tokenizer, PRESET, is_encoder_decoder=True, decoder_start_token_id=tokenizer.bos_token_id)
+    results = {"threads": torch.get_num_threads(), "dims": {k: getattr(config, k) for k in (
+        "vocab_size", "hidden_size", "encoder_layers", "decoder_layers", "num_attention_heads", "intermediate_size")}}
+    results.update(speed(config, tokenizer, data, protocol, args.new_tokens))
+    for name in ("train", "beam4"):
+        r = results[name]
+        print(f"{name:6s} ours/BART {r['ratio']:.3f} (IQR {r['ratio_iqr'][0]:.3f}-{r['ratio_iqr'][1]:.3f}; noise "
+              f"{r['noise']:.3f})  ours {r['ours_tokens_per_s']:.0f} tok/s, BART {r['theirs_tokens_per_s']:.0f} tok/s")
+    if args.budget_s:
+        results["accuracy"] = accuracy_at_budget(config, tokenizer, data, args.budget_s)
+        for side, row in results["accuracy"].items():
+            print(f"{side:6s} {args.budget_s:.0f} s budget: {row['steps']} steps, loss {row['final_train_loss']:.3f}, exact match greedy "
+                  f"{row['greedy']['exact_match']:.2%}, beam4 {row['beam4']['exact_match']:.2%}; {row['beam4']['example']}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
