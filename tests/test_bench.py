@@ -1,6 +1,7 @@
 """Smoke test of the speed benchmark: `python -m bench.speed --quick` writes complete JSON (no speed targets)."""
 
 import json
+import os
 import math
 import subprocess
 import sys
@@ -41,3 +42,22 @@ def test_quick_speed_benchmark_writes_every_ratio(tmp_path):
             for path, number in leaves(size[key], f"{name}.{key}"):
                 assert isinstance(number, (int, float)) and not isinstance(number, bool), path
                 assert math.isfinite(number) and number > 0, f"{path} = {number}"
+
+
+def test_lm_budget_trains_both_models_for_the_same_budget(tmp_path, fake_aclimdb):
+    out = tmp_path / "lm.json"
+    command = [sys.executable, "-m", "bench.lm_budget", "--preset", "tiny", "--data-source", str(fake_aclimdb),
+               "--output-dir", str(tmp_path / "run"), "--budget-s", "1", "--json", str(out)]
+    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "perplexity ratio" in run.stdout
+
+    report = json.loads(out.read_text())
+    assert report["ours"]["model"] == "ScratchformerForCausalLM" and report["theirs"]["model"] == "GPT2LMHeadModel"
+    # Same dimensions on both sides: the parameter counts differ only by GPT-2's biases and LayerNorm layout.
+    assert abs(report["ours"]["num_parameters"] / report["theirs"]["num_parameters"] - 1) < 0.05
+    for side in ("ours", "theirs"):
+        assert report[side]["steps"] >= 1 and report[side]["train_s"] > 0
+        assert 1.0 < report[side]["perplexity"] < 1000  # a 400-token vocabulary bounds a barely trained model
+    assert math.isclose(report["ratio"], report["ours"]["perplexity"] / report["theirs"]["perplexity"])

