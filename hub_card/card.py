@@ -1,43 +1,57 @@
-"""Build a Hugging Face model card (README.md) for a saved scratchformer folder from its config and metrics.json."""
+"""Build a Hugging Face model card (README.md) for a saved scratchformer folder from its config and metrics.json.
+
+Everything that differs between kinds of model lives in tables: HEADS (config.json "architectures" -> pipeline tag,
+Auto class, usage snippet, architecture rows, and how to find its Corpus), Corpus values (IMDB; a translation run's
+from TRANSLATION_DATA by metrics.json's "dataset": metadata, model-index dataset, limitations, citation) and
+METRICS (metrics.json key -> model-index metric).
+"""
 
 from __future__ import annotations
 
 import json
 import math
 import os
+import re
 import struct
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-DATASET_ID = "stanfordnlp/imdb"
-DATASET_NAME = "IMDb"
 LICENSE = "apache-2.0"
 TAGS = ["scratchformer", "custom_code"]
+LANGUAGE_NAMES = {"en": "English", "de": "German", "fr": "French"}
 
-# Head class suffix (config.json "architectures") -> pipeline tag, Auto class, what the model does.
-HEADS = {
-    "ForSequenceClassification": ("text-classification", "AutoModelForSequenceClassification",
-                                  "a sentiment classifier for English movie reviews"),
-    "ForCausalLM": ("text-generation", "AutoModelForCausalLM",
-                    "a causal (left-to-right) language model of English movie-review text"),
-    "ForMaskedLM": ("fill-mask", "AutoModelForMaskedLM",
-                    "a masked language model of English movie-review text"),
-}
-BASE_HEAD = ("feature-extraction", "AutoModel", "an encoder that turns English movie-review text into vectors")
+@dataclass(frozen=True)
+class Metric:
+    """One metrics.json key as the card reports it."""
 
-# metrics.json key -> (model-index metric type, display name, digits shown in the body).
+    type: str  # model-index metric type (an `evaluate` metric id)
+    name: str  # display name, in the model-index and the results table
+    digits: int  # digits shown in the body
+    task: str  # model-index task type when the head does not say (a bare base model)
+    args: dict[str, Any] | None = None  # model-index metric args (how it was measured)
+    unless: tuple[str, ...] = ()  # left out when one of these keys is present: the same number under another name
+
+
+GREEDY, BEAM4 = {"num_beams": 1}, {"num_beams": 4}
+# metrics.json key -> Metric, in the order the card lists them.
 METRICS = {
-    "accuracy": ("accuracy", "Accuracy", 4),
-    "f1": ("f1", "F1", 4),
-    "perplexity": ("perplexity", "Perplexity", 2),
-    "eval_loss": ("loss", "Eval loss", 4),
+    "accuracy": Metric("accuracy", "Accuracy", 4, "text-classification"),
+    "f1": Metric("f1", "F1", 4, "text-classification"),
+    "perplexity": Metric("perplexity", "Perplexity", 2, "text-generation"),
+    "eval_loss": Metric("loss", "Eval loss", 4, "text-generation"),
+    # training/translate.py: exact_match / chrf are the 4-beam scores again; the split keys say how each was decoded.
+    "exact_match_greedy": Metric("exact_match", "Exact match (greedy)", 4, "translation", GREEDY),
+    "exact_match_beam4": Metric("exact_match", "Exact match (4-beam)", 4, "translation", BEAM4),
+    "exact_match": Metric("exact_match", "Exact match", 4, "translation",
+                          unless=("exact_match_greedy", "exact_match_beam4")),
+    "chrf_greedy": Metric("chrf", "chrF (greedy)", 2, "translation", GREEDY),
+    "chrf_beam4": Metric("chrf", "chrF (4-beam)", 2, "translation", BEAM4),
+    "chrf": Metric("chrf", "chrF", 2, "translation", unless=("chrf_greedy", "chrf_beam4")),
 }
-# Which task a metric belongs to when the folder's head does not say (a bare base model).
-METRIC_TASK = {"accuracy": "text-classification", "f1": "text-classification",
-               "perplexity": "text-generation", "eval_loss": "text-generation"}
 
 IMDB_BIBTEX = """\
 @inproceedings{maas-etal-2011-learning,
@@ -57,7 +71,31 @@ IMDB_BIBTEX = """\
     pages = "142--150",
 }"""
 
+TRANSFORMER_BIBTEX = """\
+@inproceedings{vaswani-etal-2017-attention,
+    title = "Attention Is All You Need",
+    author = "Vaswani, Ashish  and
+      Shazeer, Noam  and
+      Parmar, Niki  and
+      Uszkoreit, Jakob  and
+      Jones, Llion  and
+      Gomez, Aidan N.  and
+      Kaiser, {\\L}ukasz  and
+      Polosukhin, Illia",
+    booktitle = "Advances in Neural Information Processing Systems 30",
+    year = "2017",
+    pages = "5998--6008",
+    url = "https://arxiv.org/abs/1706.03762",
+}"""
 
+NUM2WORDS_BIBTEX = """\
+@misc{num2words,
+    title = "num2words: Convert numbers to words in multiple languages",
+    author = "Ogawa, Taro  and
+      others",
+    howpublished = "\\url{https://github.com/savoirfairelinux/num2words}",
+    note = "Python library, maintained by Savoir-faire Linux",
+}"""
 def read_json(path: Path) -> dict[str, Any]:
     """A JSON object from `path`; a file holding anything else is an error."""
     with open(path, encoding="utf-8") as handle:
@@ -126,8 +164,284 @@ def _duration(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s"
 
 
-def _head(config: dict[str, Any]) -> tuple[str | None, tuple[str, str, str]]:
-    """(head class name, (pipeline tag, Auto class, description)) from config.json's architectures."""
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """What a model was trained and evaluated on, as its card states it."""
+
+    name: str  # model-index dataset name
+    dataset_type: str  # model-index dataset type: the Hub dataset id where there is one
+    trained_on: str  # markdown ending the first sentence: "... trained on <trained_on>."
+    measured_on: str  # markdown after "Measured on " above the results table; {split} is the eval split
+    limitations: tuple[str, ...]  # the first lines of the limitations list
+    citation: str  # markdown of the citation section
+    hub_datasets: tuple[str, ...] = ()  # card metadata `datasets:` (Hub ids only)
+    language: str | list[str] | None = None  # card metadata `language:`
+    dataset_config: str | None = None  # model-index dataset config (a language pair)
+    subject: str = ""  # fills {subject} in a head's description
+    examples: tuple[str, ...] = ()  # fills {examples} in a usage snippet
+    results_note: str | None = None  # markdown below the results table
+
+
+IMDB = Corpus(
+    name="IMDb",
+    dataset_type="stanfordnlp/imdb",
+    hub_datasets=("stanfordnlp/imdb",),
+    language="en",
+    trained_on="the [IMDb](https://huggingface.co/datasets/stanfordnlp/imdb) movie-review dataset (Maas et al., 2011)",
+    measured_on="the IMDb `{split}` split",
+    limitations=(
+        "- Small model trained from scratch on one corpus: English movie reviews from IMDb. Expect it to do "
+        "worse on other domains, other languages, and text unlike a review.",
+        "- It learns the opinions, slang and biases present in IMDb reviews; do not use it for decisions about people.",
+    ),
+    citation=f"The IMDb dataset:\n\n```bibtex\n{IMDB_BIBTEX}\n```\n",
+)
+NUM2WORDS_URL = "https://github.com/savoirfairelinux/num2words"
+TRANSFORMER_CITATION = f"The Transformer (Vaswani et al., 2017):\n\n```bibtex\n{TRANSFORMER_BIBTEX}\n```\n"
+
+
+def _language_name(code: str) -> str:
+    return LANGUAGE_NAMES.get(code, f"`{code}`")
+
+
+def _translation_facts(metrics: dict[str, Any]) -> tuple[str | None, list[str]]:
+    """(dataset, [source language, target language]) of a translation run.
+
+    training/translate.py writes "dataset" and "languages"; older metrics.json files only have "task"
+    ("number words en->de", or the --data-source given), so both are recovered from it when absent."""
+    task = _text(metrics.get("task")) or ""
+    dataset = _text(metrics.get("dataset")) or ("num2words" if task.startswith("number words") else _text(task))
+    languages = metrics.get("languages")
+    if not (isinstance(languages, list) and len(languages) == 2 and all(_text(code) for code in languages)):
+        pair = re.fullmatch(r"number words ([a-z]{2,3})->([a-z]{2,3})", task)
+        languages = list(pair.groups()) if pair else []
+    return dataset, languages
+
+
+def _count(metrics: dict[str, Any], key: str, template: str) -> str:
+    """`template` filled with the number metrics.json has under `key` ("" when it has none)."""
+    value = _number(metrics.get(key))
+    return template.format(int(value)) if value is not None else ""
+
+
+def _sample_sources(model_dir: Path) -> tuple[str, ...]:
+    """The first two test sources of samples.json (the recipe's translations of test inputs), if there is one."""
+    try:
+        samples = json.loads((model_dir / "samples.json").read_text(encoding="utf-8"))
+        return tuple(s["source"] for s in samples[:2] if _text(s.get("source")))
+    except (OSError, ValueError, TypeError, AttributeError, KeyError):
+        return ()
+
+
+def _number_words(dataset: str, languages: list[str], metrics: dict[str, Any], model_dir: Path) -> Corpus:
+    """num2words' synthetic number-word pairs (training/translate.py without --data-source)."""
+    source, target = languages or ["en", "?"]
+    src, tgt = _language_name(source), (_language_name(target) if languages else "target-language")
+    preset = metrics.get("preset_values") if isinstance(metrics.get("preset_values"), dict) else {}
+    top = _number(preset.get("max_number"))
+    numbers = f"whole numbers from 0 to {int(top):,}" if top is not None else "whole numbers"
+    notes = []
+    small = {name: _number(metrics.get(f"exact_match_below_10000_{name}")) for name in ("greedy", "beam4")}
+    if all(v is not None for v in small.values()):
+        notes.append("Held-out numbers below 10,000" + _count(metrics, "test_below_10000_samples", " ({:,} of them)")
+                     + f", a separate test: exact match {small['greedy']:.4f} greedy, {small['beam4']:.4f} 4-beam.")
+    by_digits = metrics.get("exact_match_by_digits")
+    if isinstance(by_digits, dict) and by_digits:
+        notes.append("Exact match (4-beam) by number of digits (test numbers in brackets): "
+                     + ", ".join(f"{k}: {v:.4f}" for k, v in by_digits.items() if _number(v) is not None) + ".")
+    return Corpus(
+        name=f"num2words number words {source}->{target}" if languages else "num2words number words",
+        dataset_type=dataset,
+        language=list(languages) or None,
+        dataset_config=f"{source}-{target}" if languages else None,
+        subject=f"{src} number words into {tgt} number words",
+        examples=_sample_sources(model_dir) or (("one hundred and twenty-six", "four thousand and twenty-one")
+                                                if source == "en" else ()),
+        trained_on=f"synthetic number-word pairs made with [num2words]({NUM2WORDS_URL})"
+                   + _count(metrics, "train_samples", ": {:,} training pairs") + f" of {numbers}",
+        measured_on="the `{split}` split" + _count(metrics, "test_samples", ": {:,} held-out numbers")
+                    + ", none of them seen in training (numbers are split by a hash of the number)",
+        results_note="\n\n".join(notes) + "\n" if notes else None,
+        limitations=(
+            f"- Trained from scratch on synthetic data only: {src} number words as num2words spells them, for "
+            f"{numbers}. It is not a general translator: sentences, names, numbers written as digits or larger "
+            "numbers give wrong output.",
+            "- Exact match and chrF compare with num2words' spelling; an equally correct variant spelling counts as "
+            "an error.",
+            "- The test numbers are unseen but come from the same range and the same generator as the training "
+            "pairs: the scores say nothing about real-world text.",
+        ),
+        citation=f"{TRANSFORMER_CITATION}\nThe training data was generated with num2words:\n\n"
+                 f"```bibtex\n{NUM2WORDS_BIBTEX}\n```\n",
+    )
+
+
+def _parallel_text(dataset: str, languages: list[str], metrics: dict[str, Any], model_dir: Path) -> Corpus:
+    """A user's parallel text (training/translate.py --data-source): a Hub dataset, or a local TSV / dataset folder."""
+    hub_id = _text(metrics.get("hub_dataset"))
+    ref = f"[{hub_id}](https://huggingface.co/datasets/{hub_id})" if hub_id else f"`{dataset}`"
+    pair = " into ".join(_language_name(code) for code in languages)
+    return Corpus(
+        name=hub_id or dataset,
+        dataset_type=hub_id or dataset,
+        hub_datasets=(hub_id,) if hub_id else (),
+        language=list(languages) or None,
+        dataset_config="-".join(languages) if languages else None,
+        subject=pair or f"the source texts of {ref} into their targets",
+        examples=_sample_sources(model_dir) or ("Your source text.",),
+        trained_on=f"the parallel text {ref}" + _count(metrics, "train_samples", " ({:,} training pairs)"),
+        measured_on=f"the `{{split}}` split of {ref}" + _count(metrics, "test_samples", " ({:,} pairs)"),
+        limitations=(
+            f"- Small model trained from scratch on one parallel text only ({ref}). Expect it to fail on text "
+            "unlike its training pairs.",
+            "- It learns the errors and biases of its training pairs.",
+        ),
+        citation=f"{TRANSFORMER_CITATION}\nCite the parallel text {ref} as its authors ask.\n",
+    )
+
+
+# metrics.json "dataset" of a translation run -> its corpus; anything else is a user's parallel text.
+TRANSLATION_DATA = {"num2words": _number_words}
+
+
+def _translation_corpus(metrics: dict[str, Any], model_dir: Path) -> Corpus:
+    dataset, languages = _translation_facts(metrics)
+    return TRANSLATION_DATA.get(dataset, _parallel_text)(dataset or "unknown data", languages, metrics, model_dir)
+
+
+def _imdb_corpus(metrics: dict[str, Any], model_dir: Path) -> Corpus:
+    return IMDB
+
+
+@dataclass(frozen=True)
+class Usage:
+    """A head's usage snippet: lines after loading tokenizer and model ({mask}, {examples} are filled in)."""
+
+    direct: str
+    pipe: str | None = None  # pipeline() lines, where transformers has a pipeline for the task
+    note: str = ""  # markdown below the code
+
+
+def _tied_row(label: str) -> Callable[[dict[str, Any]], list[tuple[str, Any]]]:
+    def rows(config: dict[str, Any]) -> list[tuple[str, Any]]:
+        if "tie_word_embeddings" not in config:
+            return []
+        return [(label, "yes" if config["tie_word_embeddings"] else "no")]
+    return rows
+
+
+def _classifier_rows(config: dict[str, Any]) -> list[tuple[str, Any]]:
+    rows = [("Pooling", config.get("classifier_pooling"))]
+    id2label = config.get("id2label")
+    if isinstance(id2label, dict) and id2label:
+        rows.append(("Labels", ", ".join(f"{k} = {v}" for k, v in sorted(id2label.items(), key=lambda kv: int(kv[0])))))
+    return rows
+
+
+@dataclass(frozen=True)
+class Head:
+    """Everything the card says differently for one kind of model."""
+
+    pipeline_tag: str
+    auto_class: str
+    description: str  # what the model is ({subject} comes from the corpus)
+    usage: Usage
+    corpus: Callable[[dict[str, Any], Path], Corpus] = _imdb_corpus
+    layer_rows: tuple[tuple[str, str], ...] = (("num_hidden_layers", "Layers"),)  # config key, label
+    extra_rows: Callable[[dict[str, Any]], list[tuple[str, Any]]] = lambda config: []
+    limitation: str | None = None  # a limitations line of this head
+
+
+# Head class suffix (config.json "architectures") -> Head.
+HEADS = {
+    "ForSequenceClassification": Head(
+        "text-classification", "AutoModelForSequenceClassification",
+        "a sentiment classifier for English movie reviews",
+        Usage(
+            'inputs = tokenizer("A moving story with wonderful acting.", return_tensors="pt", truncation=True)\n'
+            "with torch.no_grad():\n"
+            "    logits = model(**inputs).logits\n"
+            "print(model.config.id2label[logits.argmax(-1).item()])\n",
+            'classifier = pipeline("text-classification", model=repo, trust_remote_code=True)\n'
+            'print(classifier("A moving story with wonderful acting.", truncation=True))\n',
+        ),
+        extra_rows=_classifier_rows,
+        limitation="- Two classes only (negative / positive): mixed, sarcastic or neutral reviews are often misread.",
+    ),
+    "ForCausalLM": Head(
+        "text-generation", "AutoModelForCausalLM",
+        "a causal (left-to-right) language model of English movie-review text",
+        Usage(
+            'inputs = tokenizer("This movie was", return_tensors="pt")\n'
+            "output = model.generate(**inputs, max_new_tokens=40, do_sample=False)\n"
+            "print(tokenizer.decode(output[0], skip_special_tokens=True))\n",
+            'generator = pipeline("text-generation", model=repo, trust_remote_code=True)\n'
+            'print(generator("This movie was", max_new_tokens=40)[0]["generated_text"])\n',
+        ),
+        extra_rows=_tied_row("Tied input/output embeddings"),
+        limitation="- Generated text is review-like but can be repetitive or incoherent, and it is not factual.",
+    ),
+    "ForMaskedLM": Head(
+        "fill-mask", "AutoModelForMaskedLM",
+        "a masked language model of English movie-review text",
+        Usage(
+            'inputs = tokenizer("This movie was {mask}.", return_tensors="pt")\n'
+            "with torch.no_grad():\n"
+            "    logits = model(**inputs).logits\n"
+            "masked = inputs.input_ids[0].tolist().index(tokenizer.mask_token_id)\n"
+            "print(tokenizer.decode(logits[0, masked].argmax()))\n",
+            'fill = pipeline("fill-mask", model=repo, trust_remote_code=True)\n'
+            'print(fill("This movie was {mask}."))\n',
+        ),
+        extra_rows=_tied_row("Tied input/output embeddings"),
+        limitation="- Generated text is review-like but can be repetitive or incoherent, and it is not factual.",
+    ),
+    "ForConditionalGeneration": Head(
+        "translation", "AutoModelForSeq2SeqLM",
+        "an encoder-decoder model that translates {subject}",
+        Usage(
+            'inputs = tokenizer({examples}, return_tensors="pt", padding=True)\n'
+            "with torch.no_grad():\n"
+            "    output = model.generate(**inputs, num_beams=4)\n"
+            "print(tokenizer.batch_decode(output, skip_special_tokens=True))\n",
+            note="`num_beams=1` decodes greedily (the greedy rows of the results). transformers 5 has no "
+                 "`translation` pipeline: call `generate()` as above.\n",
+        ),
+        corpus=_translation_corpus,
+        layer_rows=(("encoder_layers", "Encoder layers"), ("decoder_layers", "Decoder layers")),
+        extra_rows=_tied_row("Shared embeddings (encoder, decoder, output)"),
+        limitation="- Translations stop at the decoder's maximum length (`max_length` in generation_config.json).",
+    ),
+}
+BASE_HEAD = Head(
+    "feature-extraction", "AutoModel", "an encoder that turns English movie-review text into vectors",
+    Usage(
+        'inputs = tokenizer("A moving story with wonderful acting.", return_tensors="pt")\n'
+        "with torch.no_grad():\n"
+        "    vectors = model(**inputs).last_hidden_state\n"
+        "print(vectors.shape)\n",
+        'extractor = pipeline("feature-extraction", model=repo, trust_remote_code=True)\n'
+        'print(len(extractor("A moving story with wonderful acting.")[0]))\n',
+    ),
+)
+HEAD_TASKS = {head.pipeline_tag for head in HEADS.values()}
+# config.json keys shown in the architecture table after the head's layer rows.
+ARCHITECTURE_ROWS = (
+    ("hidden_size", "Hidden size"),
+    ("num_attention_heads", "Attention heads"),
+    ("intermediate_size", "Feed-forward size"),
+    ("max_position_embeddings", "Max positions (tokens)"),
+    ("vocab_size", "Vocabulary"),
+    ("position_embedding_type", "Position embeddings"),
+    ("norm_placement", "LayerNorm placement"),
+    ("hidden_act", "Activation"),
+)
+
+
+def head_of(config: dict[str, Any]) -> tuple[str | None, Head]:
+    """(head class name, Head) from config.json's architectures."""
     architectures = config.get("architectures") or []
     name = architectures[0] if architectures else None
     for suffix, head in HEADS.items():
@@ -136,117 +450,67 @@ def _head(config: dict[str, Any]) -> tuple[str | None, tuple[str, str, str]]:
     return name, BASE_HEAD
 
 
-def _eval_results(metrics: dict[str, Any], task: str) -> list[EvalResult]:
-    """One EvalResult per metric actually present in metrics.json (a missing metric is left out)."""
-    # The official IMDb test split unless metrics.json says otherwise (optional "eval_split" key).
-    split = _text(metrics.get("eval_split")) or "test"
-    results = []
-    for key, (metric_type, metric_name, _) in METRICS.items():
+def _reported(metrics: dict[str, Any]) -> list[tuple[Metric, int | float]]:
+    """(Metric, value) for every metric actually present in metrics.json (a missing one is left out)."""
+    reported = []
+    for key, metric in METRICS.items():
         value = _number(metrics.get(key))
-        if value is None:
-            continue
-        task_type = task if task in ("text-classification", "text-generation", "fill-mask") else METRIC_TASK[key]
-        results.append(EvalResult(
-            task_type=task_type,
-            dataset_type=DATASET_ID,
-            dataset_name=DATASET_NAME,
+        if value is not None and not any(_number(metrics.get(other)) is not None for other in metric.unless):
+            reported.append((metric, value))
+    return reported
+
+
+def _eval_results(metrics: dict[str, Any], task: str, corpus: Corpus) -> list[EvalResult]:
+    """One EvalResult per metric present in metrics.json."""
+    # The corpus's official test split unless metrics.json says otherwise (optional "eval_split" key).
+    split = _text(metrics.get("eval_split")) or "test"
+    return [
+        EvalResult(
+            task_type=task if task in HEAD_TASKS else metric.task,
+            dataset_type=corpus.dataset_type,
+            dataset_name=corpus.name,
+            dataset_config=corpus.dataset_config,
             dataset_split=split,
-            metric_type=metric_type,
-            metric_name=metric_name,
+            metric_type=metric.type,
+            metric_name=metric.name,
             metric_value=value,
-        ))
-    return results
+            metric_args=metric.args,
+        )
+        for metric, value in _reported(metrics)
+    ]
 
 
-def _usage(task: str, auto_class: str, repo: str, tokenizer_config: dict[str, Any]) -> str:
-    """Markdown: how to load the model with the Auto classes and with pipeline()."""
+def _usage(head: Head, repo: str, tokenizer_config: dict[str, Any], corpus: Corpus) -> str:
+    """Markdown: how to load the model with the Auto classes (and with pipeline() where there is one)."""
+    mask = tokenizer_config.get("mask_token")
+    mask = mask.get("content") if isinstance(mask, dict) else mask
+    fields = {"mask": mask or "<mask>", "examples": json.dumps(list(corpus.examples), ensure_ascii=False)}
     load = (
         f'repo = "{repo}"\n'
         "tokenizer = AutoTokenizer.from_pretrained(repo, trust_remote_code=True)\n"
-        f"model = {auto_class}.from_pretrained(repo, trust_remote_code=True)\n"
+        f"model = {head.auto_class}.from_pretrained(repo, trust_remote_code=True)\n"
     )
-    if task == "text-classification":
-        direct = (
-            'inputs = tokenizer("A moving story with wonderful acting.", return_tensors="pt", truncation=True)\n'
-            "with torch.no_grad():\n"
-            "    logits = model(**inputs).logits\n"
-            "print(model.config.id2label[logits.argmax(-1).item()])\n"
-        )
-        pipe = (
-            'classifier = pipeline("text-classification", model=repo, trust_remote_code=True)\n'
-            'print(classifier("A moving story with wonderful acting.", truncation=True))\n'
-        )
-    elif task == "text-generation":
-        direct = (
-            'inputs = tokenizer("This movie was", return_tensors="pt")\n'
-            "output = model.generate(**inputs, max_new_tokens=40, do_sample=False)\n"
-            "print(tokenizer.decode(output[0], skip_special_tokens=True))\n"
-        )
-        pipe = (
-            'generator = pipeline("text-generation", model=repo, trust_remote_code=True)\n'
-            'print(generator("This movie was", max_new_tokens=40)[0]["generated_text"])\n'
-        )
-    elif task == "fill-mask":
-        mask = tokenizer_config.get("mask_token")
-        mask = mask.get("content") if isinstance(mask, dict) else mask
-        mask = mask or "<mask>"
-        direct = (
-            f'inputs = tokenizer("This movie was {mask}.", return_tensors="pt")\n'
-            "with torch.no_grad():\n"
-            "    logits = model(**inputs).logits\n"
-            "masked = inputs.input_ids[0].tolist().index(tokenizer.mask_token_id)\n"
-            "print(tokenizer.decode(logits[0, masked].argmax()))\n"
-        )
-        pipe = (
-            'fill = pipeline("fill-mask", model=repo, trust_remote_code=True)\n'
-            f'print(fill("This movie was {mask}."))\n'
-        )
-    else:
-        direct = (
-            'inputs = tokenizer("A moving story with wonderful acting.", return_tensors="pt")\n'
-            "with torch.no_grad():\n"
-            "    vectors = model(**inputs).last_hidden_state\n"
-            "print(vectors.shape)\n"
-        )
-        pipe = (
-            'extractor = pipeline("feature-extraction", model=repo, trust_remote_code=True)\n'
-            'print(len(extractor("A moving story with wonderful acting.")[0]))\n'
-        )
+    code = f"{load}{head.usage.direct.format(**fields)}"
+    imports = f"import torch\nfrom transformers import AutoTokenizer, {head.auto_class}"
+    if head.usage.pipe:
+        imports += ", pipeline"
+        code += f"\n{head.usage.pipe.format(**fields)}"
     return (
         "The modeling code ships with the weights (`trust_remote_code=True` runs it; read "
         "`modeling_scratchformer.py` first if you do not trust the source). Nothing else is needed besides "
         "`transformers` and `torch`.\n\n"
-        "```python\n"
-        f"import torch\nfrom transformers import AutoTokenizer, {auto_class}, pipeline\n\n"
-        f"{load}{direct}\n{pipe}"
-        "```\n"
+        f"```python\n{imports}\n\n{code}```\n"
+        + (f"\n{head.usage.note}" if head.usage.note else "")
     )
 
 
-def _architecture(config: dict[str, Any], head_class: str | None, n_params: int | None) -> str:
+def _architecture(config: dict[str, Any], head_class: str | None, head: Head, n_params: int | None) -> str:
     """Markdown table of the sizes read from config.json (rows whose key is absent are skipped)."""
     rows = [("Head", f"`{head_class}`" if head_class else None)]
-    for key, label in (
-        ("num_hidden_layers", "Layers"),
-        ("hidden_size", "Hidden size"),
-        ("num_attention_heads", "Attention heads"),
-        ("intermediate_size", "Feed-forward size"),
-        ("max_position_embeddings", "Max positions (tokens)"),
-        ("vocab_size", "Vocabulary"),
-        ("position_embedding_type", "Position embeddings"),
-        ("norm_placement", "LayerNorm placement"),
-        ("hidden_act", "Activation"),
-    ):
+    for key, label in head.layer_rows + ARCHITECTURE_ROWS:
         value = config.get(key)
         rows.append((label, f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else value))
-    if "tie_word_embeddings" in config and head_class and head_class.endswith(("ForCausalLM", "ForMaskedLM")):
-        rows.append(("Tied input/output embeddings", "yes" if config["tie_word_embeddings"] else "no"))
-    if head_class and head_class.endswith("ForSequenceClassification"):
-        rows.append(("Pooling", config.get("classifier_pooling")))
-        id2label = config.get("id2label")
-        if isinstance(id2label, dict) and id2label:
-            labels = ", ".join(f"{k} = {v}" for k, v in sorted(id2label.items(), key=lambda kv: int(kv[0])))
-            rows.append(("Labels", labels))
+    rows += head.extra_rows(config)
     if n_params is not None:
         rows.append(("Parameters", f"{n_params:,} ({_human_count(n_params)})"))
     lines = ["| | |", "|---|---|"] + [f"| {label} | {value} |" for label, value in rows if value is not None]
@@ -275,33 +539,24 @@ def _training(metrics: dict[str, Any]) -> str | None:
     return "\n".join(items) + "\n" if items else None
 
 
-def _results(metrics: dict[str, Any]) -> str | None:
+def _results(metrics: dict[str, Any], corpus: Corpus) -> str | None:
     """Markdown table of the metrics present (None if there are none)."""
     split = _text(metrics.get("eval_split")) or "test"
-    rows = []
-    for key, (_, name, digits) in METRICS.items():
-        value = _number(metrics.get(key))
-        if value is not None:
-            rows.append(f"| {name} | {value:.{digits}f} |")
+    rows = [f"| {metric.name} | {value:.{metric.digits}f} |" for metric, value in _reported(metrics)]
     if not rows:
         return None
-    return (f"Measured on the {DATASET_NAME} `{split}` split.\n\n| Metric | Value |\n|---|---|\n"
-            + "\n".join(rows) + "\n")
+    note = f"\n{corpus.results_note}" if corpus.results_note else ""
+    return (f"Measured on {corpus.measured_on.format(split=split)}.\n\n| Metric | Value |\n|---|---|\n"
+            + "\n".join(rows) + "\n" + note)
 
 
-def _limitations(task: str, config: dict[str, Any]) -> str:
+def _limitations(head: Head, corpus: Corpus, config: dict[str, Any]) -> str:
     max_len = config.get("max_position_embeddings")
-    lines = [
-        "- Small model trained from scratch on one corpus: English movie reviews from IMDb. Expect it to do "
-        "worse on other domains, other languages, and text unlike a review.",
-        "- It learns the opinions, slang and biases present in IMDb reviews; do not use it for decisions about people.",
-    ]
+    lines = list(corpus.limitations)
     if isinstance(max_len, int):
         lines.append(f"- Inputs longer than {max_len} tokens must be truncated (the model has no positions beyond that).")
-    if task == "text-classification":
-        lines.append("- Two classes only (negative / positive): mixed, sarcastic or neutral reviews are often misread.")
-    elif task in ("text-generation", "fill-mask"):
-        lines.append("- Generated text is review-like but can be repetitive or incoherent, and it is not factual.")
+    if head.limitation:
+        lines.append(head.limitation)
     lines.append("- Loading requires `trust_remote_code=True` (the architecture is not part of `transformers`).")
     return "\n".join(lines) + "\n"
 
@@ -316,19 +571,20 @@ def build_model_card(model_dir: str | os.PathLike, repo_id: str | None = None) -
 
     repo = repo_id or f"your-username/{model_dir.resolve().name}"
     model_name = repo.split("/")[-1]
-    head_class, (task, auto_class, description) = _head(config)
+    head_class, head = head_of(config)
+    corpus = head.corpus(metrics, model_dir)
     n_params = count_parameters(model_dir)
     if n_params is None:
         n_params = _number(metrics.get("num_parameters"))
         n_params = int(n_params) if n_params is not None else None
-    eval_results = _eval_results(metrics, task)
+    eval_results = _eval_results(metrics, head.pipeline_tag, corpus)
 
     data = ModelCardData(
         library_name="transformers",
-        pipeline_tag=task,
+        pipeline_tag=head.pipeline_tag,
         license=LICENSE,
-        language="en",
-        datasets=[DATASET_ID],
+        language=corpus.language,
+        datasets=list(corpus.hub_datasets) or None,
         tags=list(TAGS),
         model_name=model_name if eval_results else None,
         eval_results=eval_results or None,
@@ -336,13 +592,13 @@ def build_model_card(model_dir: str | os.PathLike, repo_id: str | None = None) -
 
     sections = [
         f"# {model_name}\n",
-        f"**{model_name}** is {description}: a Transformer written from scratch in PyTorch (the "
-        "`scratchformer` model type), packaged for Hugging Face `transformers`, trained on the "
-        f"[{DATASET_NAME}](https://huggingface.co/datasets/{DATASET_ID}) movie-review dataset (Maas et al., 2011).\n",
+        f"**{model_name}** is {head.description.format(subject=corpus.subject)}: a Transformer written from scratch "
+        "in PyTorch (the `scratchformer` model type), packaged for Hugging Face `transformers`, trained on "
+        f"{corpus.trained_on}.\n",
         "## Architecture\n",
-        _architecture(config, head_class, n_params),
+        _architecture(config, head_class, head, n_params),
     ]
-    results = _results(metrics)
+    results = _results(metrics, corpus)
     if results:
         sections += ["## Results\n", results]
     training = _training(metrics)
@@ -350,11 +606,11 @@ def build_model_card(model_dir: str | os.PathLike, repo_id: str | None = None) -
         sections += ["## Training\n", training]
     sections += [
         "## How to use\n",
-        _usage(task, auto_class, repo, tokenizer_config),
+        _usage(head, repo, tokenizer_config, corpus),
         "## Limitations\n",
-        _limitations(task, config),
+        _limitations(head, corpus, config),
         "## Citation\n",
-        f"The {DATASET_NAME} dataset:\n\n```bibtex\n{IMDB_BIBTEX}\n```\n",
+        corpus.citation,
     ]
     body = "\n".join(sections)
     # The YAML header comes from ModelCardData.to_yaml(), never written by hand.

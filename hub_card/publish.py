@@ -15,7 +15,7 @@ from pathlib import Path
 from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError
 
-from .card import read_json, write_model_card
+from .card import head_of, read_json, write_model_card
 
 MODEL_TYPE = "scratchformer"
 REQUIRED_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json")
@@ -110,6 +110,11 @@ def validate_model_dir(model_dir: str | os.PathLike) -> dict:
         named = {ref.rsplit(".", 1)[-1] for ref in auto_map.values() if isinstance(ref, str)}
         if head and auto_map and head not in named:
             problems.append(f"config.json: auto_map does not name the saved head {head}")
+        # The card tells users to load the head with this Auto class (e.g. AutoModelForSeq2SeqLM for translation).
+        auto_class = head_of(config)[1].auto_class
+        if head in named and not str(auto_map.get(auto_class, "")).endswith(f".{head}"):
+            problems.append(f"config.json: auto_map[{auto_class!r}] does not name {head} (the card loads it with "
+                            f"{auto_class})")
     if problems:
         raise ModelFolderError(model_dir, problems)
     return config

@@ -22,6 +22,15 @@ FULL_METRICS = {
     "hardware": "2-core CPU", "command": "python -m training.train --preset small", "num_parameters": 999,
     "train_samples": 23750, "test_samples": 25000,
 }
+# What training/translate.py writes (beam4 is also reported under the plain keys).
+TRANSLATION_METRICS = {
+    "exact_match": 0.875, "chrf": 97.25, "exact_match_greedy": 0.8125, "chrf_greedy": 96.5,
+    "exact_match_beam4": 0.875, "chrf_beam4": 97.25, "eval_split": "test", "task": "number words en->de",
+    "dataset": "num2words", "languages": ["en", "de"], "preset": "cpu-small",
+    "preset_values": {"max_number": 1000000}, "train_samples": 60000, "test_samples": 5000,
+    "exact_match_below_10000_greedy": 0.99, "exact_match_below_10000_beam4": 0.995, "test_below_10000_samples": 519,
+    "exact_match_by_digits": {"3 digits (7)": 0.8571, "6 digits (4450)": 1.0},
+}
 # Shapes written into the fake safetensors header: 10*4 + 4 + 2*4 = 52 weights.
 FAKE_TENSORS = {"embed.weight": [10, 4], "norm.bias": [4], "classifier.weight": [2, 4]}
 
@@ -51,6 +60,8 @@ def make_fake_model(folder: Path, architecture: str = "ScratchformerForSequenceC
     }
     if architecture.endswith("ForSequenceClassification"):
         config["id2label"] = {"0": "NEG", "1": "POS"}
+    if architecture.endswith("ForConditionalGeneration"):
+        config.update(is_encoder_decoder=True, encoder_layers=2, decoder_layers=3)
     (folder / "config.json").write_text(json.dumps(config))
     write_safetensors_header(folder / "model.safetensors", FAKE_TENSORS)
     (folder / "tokenizer.json").write_text("{}")
@@ -199,3 +210,84 @@ def test_publish_cli_refuses_an_incomplete_folder_before_any_upload(tmp_path):
     assert result.returncode == 2, result.stderr
     assert "tokenizer_config.json" in result.stderr and "modeling_scratchformer.py" in result.stderr
     assert not (folder / "README.md").exists()  # nothing written before validation passes
+
+
+def translation_results(card: ModelCard) -> dict[str, tuple]:
+    """metric name -> (task type, dataset type, dataset config, split, metric type, value, args) from the model-index."""
+    _, results = model_index_to_eval_results(card.data.to_dict()["model-index"])
+    return {r.metric_name: (r.task_type, r.dataset_type, r.dataset_config, r.dataset_split, r.metric_type,
+                            r.metric_value, r.metric_args) for r in results}
+
+
+def test_translation_card_metadata_and_model_index(tmp_path):
+    folder = make_fake_model(tmp_path / "mt", "ScratchformerForConditionalGeneration", TRANSLATION_METRICS)
+    path = write_model_card(folder, "someone/numbers-en-de")
+    data = metadata_load(path)
+    assert data == build_model_card(folder, "someone/numbers-en-de").data.to_dict()
+    assert data["pipeline_tag"] == "translation"
+    assert data["language"] == ["en", "de"]
+    assert "datasets" not in data  # num2words output is not a Hub dataset
+    card = ModelCard.load(path)
+    dataset = ("translation", "num2words", "en-de", "test")
+    # Greedy and 4-beam, each with how it was decoded; the plain exact_match/chrf (= beam4) are not repeated.
+    assert translation_results(card) == {
+        "Exact match (greedy)": (*dataset, "exact_match", 0.8125, {"num_beams": 1}),
+        "Exact match (4-beam)": (*dataset, "exact_match", 0.875, {"num_beams": 4}),
+        "chrF (greedy)": (*dataset, "chrf", 96.5, {"num_beams": 1}),
+        "chrF (4-beam)": (*dataset, "chrf", 97.25, {"num_beams": 4}),
+    }
+
+
+def test_translation_card_body_describes_the_seq2seq_model(tmp_path):
+    folder = make_fake_model(tmp_path / "mt", "ScratchformerForConditionalGeneration", TRANSLATION_METRICS)
+    text = build_model_card(folder, "org/numbers").text
+    assert "translates English number words into German number words" in text
+    assert "| Encoder layers | 2 |" in text and "| Decoder layers | 3 |" in text and "| Layers |" not in text
+    assert "| Exact match (greedy) | 0.8125 |" in text and "| chrF (4-beam) | 97.25 |" in text
+    assert "5,000 held-out numbers" in text and "below 10,000 (519 of them)" in text and "3 digits (7): 0.8571" in text
+    assert "from transformers import AutoTokenizer, AutoModelForSeq2SeqLM\n" in text
+    assert "AutoModelForSeq2SeqLM.from_pretrained(repo, trust_remote_code=True)" in text
+    assert "AutoTokenizer.from_pretrained(repo, trust_remote_code=True)" in text
+    assert "model.generate(**inputs, num_beams=4)" in text and "pipeline(" not in text  # no translation pipeline in v5
+    assert "synthetic" in text and "not a general translator" in text and "0 to 1,000,000" in text
+    assert "Attention Is All You Need" in text and "Vaswani" in text and "num2words" in text
+    for imdb in ("IMDb", "imdb", "Maas", "movie", "review"):
+        assert imdb not in str(build_model_card(folder, "org/numbers")), imdb
+
+
+def test_translation_card_from_an_older_metrics_json_without_dataset_keys(tmp_path):
+    metrics = {"exact_match": 0.5, "chrf": 80.0, "task": "number words en->fr"}
+    card = build_model_card(make_fake_model(tmp_path / "mt", "ScratchformerForConditionalGeneration", metrics), "a/b")
+    assert card.data.language == ["en", "fr"]
+    assert "into French number words" in card.text and "num2words" in card.text
+    # Without greedy / beam keys the plain ones are reported.
+    assert {name: value[4:6] for name, value in translation_results(card).items()} == {
+        "Exact match": ("exact_match", 0.5), "chrF": ("chrf", 80.0)}
+
+
+def test_translation_card_of_a_users_parallel_text(tmp_path):
+    metrics = {"exact_match_greedy": 0.25, "task": "/home/me/pairs.tsv", "dataset": "pairs.tsv", "train_samples": 200}
+    folder = make_fake_model(tmp_path / "mt", "ScratchformerForConditionalGeneration", metrics)
+    (folder / "samples.json").write_text(json.dumps([{"source": "red cat", "reference": "cat red"}]))
+    card = build_model_card(folder, "a/b")
+    data = card.data.to_dict()
+    assert data["pipeline_tag"] == "translation" and "datasets" not in data and "language" not in data
+    assert translation_results(card)["Exact match (greedy)"][1] == "pairs.tsv"
+    assert "`pairs.tsv` (200 training pairs)" in card.text and 'tokenizer(["red cat"]' in card.text
+    assert "num2words" not in card.text and "Vaswani" in card.text
+
+    metrics.update(dataset="someone/parallel", hub_dataset="someone/parallel", languages=["en", "fr"])
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    data = build_model_card(folder, "a/b").data.to_dict()
+    assert data["datasets"] == ["someone/parallel"] and data["language"] == ["en", "fr"]
+
+
+def test_validation_accepts_a_translation_folder_and_checks_its_auto_class(tmp_path):
+    folder = make_fake_model(tmp_path / "mt", "ScratchformerForConditionalGeneration", TRANSLATION_METRICS)
+    assert validate_model_dir(folder)["architectures"] == ["ScratchformerForConditionalGeneration"]
+    config = json.loads((folder / "config.json").read_text())
+    # Still named by auto_map, but not under the Auto class the card's usage snippet calls.
+    config["auto_map"]["AutoModel"] = config["auto_map"].pop("AutoModelForSeq2SeqLM")
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelFolderError, match="AutoModelForSeq2SeqLM"):  # the card's snippet could not load it
+        validate_model_dir(folder)
