@@ -8,14 +8,15 @@ code), the same dimensions (hidden size, layers, heads, MLP width, vocabulary, b
 learning rate, linear schedule and AdamW. What differs is the architecture each side chooses (ours: the preset's
 positions, pre-norm; GPT-2: learned positions, pre-norm) and its speed.
 
-Budget: each model first takes a few training steps on real batches, alternately (ABBA), to measure its seconds per
-step; it is then trained for as many steps as fit in --budget-s with a complete warm-up + decay schedule, so a
-faster model also gets more steps. Test perplexity is measured on the same held-out test blocks (the LM preset's
+Budget: both models first take training steps on real batches back to back (ABBA) to measure GPT-2's seconds per
+step and the speed ratio; GPT-2 then trains for as many steps as fit in --budget-s, ours for that many times the
+speed ratio, each with a complete warm-up + decay schedule (a faster model gets more steps). Test perplexity is measured on the same held-out test blocks (the LM preset's
 test reviews) for both. Prints a table and, with --json, writes {"ours": {...}, "theirs": {...}, "ratio": ...}
 where ratio = our perplexity / GPT-2's (lower is better; the issue's target is <= 0.95).
 """
 
 import math
+import statistics
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -27,7 +28,7 @@ from scratchformer import ScratchformerForCausalLM
 from training import common
 from training.lm import PRESETS, prepare_data
 
-CALIBRATION_STEPS = 6  # per model and round; two rounds in ABBA order
+CALIBRATION_PAIRS = 10  # back-to-back (ours, theirs) steps, alternating which goes first
 
 
 def gpt2_like(tokenizer, preset: common.Preset) -> GPT2Config:
@@ -61,19 +62,25 @@ def build(side: str, tokenizer, preset: common.Preset, seed: int):
     return model
 
 
-def seconds_per_step(models: dict, batches: list[dict]) -> dict[str, float]:
-    """Median seconds of one forward + backward + AdamW step per model, timed alternately on the same batches."""
+def calibrate(models: dict, batches: list[dict]) -> tuple[float, float]:
+    """(GPT-2's median seconds per training step, median of per-pair speed ratios ours/theirs), timed in ABBA order.
+
+    The ratio of back-to-back pairs, not two separate medians, sets the budgets: load from other processes shifts
+    both sides of a pair alike, so it cancels in the ratio (bench/speed.py uses the same protocol)."""
     optimizers = {side: torch.optim.AdamW(m.parameters(), lr=1e-4) for side, m in models.items()}
-    times = {side: [] for side in models}
-    order = ["ours", "theirs", "theirs", "ours"]
-    for side in order[:2]:  # warm-up, untimed
+    for side in models:  # warm-up, untimed
         step(models[side], optimizers[side], batches[0])
-    for side in order:
-        for batch in batches:
+    theirs_times, ratios = [], []
+    for index, batch in enumerate(batches):
+        order = ("ours", "theirs") if index % 2 == 0 else ("theirs", "ours")
+        seconds = {}
+        for side in order:
             start = time.perf_counter()
             step(models[side], optimizers[side], batch)
-            times[side].append(time.perf_counter() - start)
-    return {side: sorted(t)[len(t) // 2] for side, t in times.items()}
+            seconds[side] = time.perf_counter() - start
+        theirs_times.append(seconds["theirs"])
+        ratios.append(seconds["theirs"] / seconds["ours"])
+    return statistics.median(theirs_times), statistics.median(ratios)
 
 
 def step(model, optimizer, batch: dict) -> None:
@@ -125,16 +132,18 @@ def main(argv=None) -> int:
     rows = packed["train"].select(range(min(len(packed["train"]), 2 * preset.batch_size)))
     batches = [collate([rows[i] for i in range(start, min(start + preset.batch_size, len(rows)))])
                for start in range(0, len(rows), preset.batch_size)]
-    batches = (batches * CALIBRATION_STEPS)[:CALIBRATION_STEPS]
-    per_step = seconds_per_step({side: build(side, tokenizer, preset, args.seed) for side in ("ours", "theirs")},
-                                batches)
-    steps = {side: max(1, int(args.budget_s / s)) for side, s in per_step.items()}
-    print(f"seconds per step: {per_step}; steps in {args.budget_s:.0f} s: {steps}", flush=True)
+    batches = (batches * CALIBRATION_PAIRS)[:CALIBRATION_PAIRS]
+    theirs_s, speed_ratio = calibrate(
+        {side: build(side, tokenizer, preset, args.seed) for side in ("ours", "theirs")}, batches
+    )
+    steps = {"theirs": max(1, int(args.budget_s / theirs_s))}
+    steps["ours"] = max(1, round(steps["theirs"] * speed_ratio))
+    print(f"GPT-2: {theirs_s:.3f} s per step; speed ours/GPT-2 {speed_ratio:.3f}; steps in {args.budget_s:.0f} s: "
+          f"{steps}", flush=True)
 
     results = {side: train_and_evaluate(side, args, preset, tokenizer, packed, steps[side], work)
                for side in ("ours", "theirs")}
-    for side in results:
-        results[side]["calibrated_s_per_step"] = round(per_step[side], 4)
+    report_speed = {"calibrated_theirs_s_per_step": round(theirs_s, 4), "calibrated_speed_ratio": round(speed_ratio, 4)}
     report = {
         "preset": args.preset,
         "preset_values": asdict(preset),
@@ -142,6 +151,7 @@ def main(argv=None) -> int:
         "train_blocks": len(packed["train"]),
         "test_tokens": len(packed["test"]) * preset.max_length,
         "hardware": common.hardware(),
+        **report_speed,
         **results,
         "ratio": results["ours"]["perplexity"] / results["theirs"]["perplexity"],
     }
