@@ -1,6 +1,8 @@
 """Shared fixtures: a tiny corpus, a tokenizer trained on it, and tiny model configs."""
 
 import random
+import signal
+import time
 
 import pytest
 import torch
@@ -71,3 +73,14 @@ def write_fake_aclimdb(root, per_class: int = 40, seed: int = 0):
 @pytest.fixture(scope="session")
 def fake_aclimdb(tmp_path_factory):
     return write_fake_aclimdb(tmp_path_factory.mktemp("data") / "aclImdb")
+
+
+def kill_after_first_checkpoint(process, checkpoints, timeout_s: float = 300) -> None:
+    """SIGKILL a recipe subprocess as soon as its first complete checkpoint appears in `checkpoints`."""
+    deadline = time.time() + timeout_s
+    while not any((c / "trainer_state.json").exists() for c in checkpoints.glob("checkpoint-*")):
+        assert process.poll() is None, f"the run ended before it could be killed: {process.stderr.read()[-2000:]}"
+        assert time.time() < deadline, "no checkpoint appeared"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()

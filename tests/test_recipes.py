@@ -2,15 +2,14 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 from safetensors.torch import load_file
 from transformers import pipeline
+from conftest import kill_after_first_checkpoint
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -70,13 +69,7 @@ def test_a_killed_run_resumes_to_the_same_final_weights(tmp_path, fake_aclimdb):
     killed = tmp_path / "killed"
     process = recipe("classify", killed, fake_aclimdb, wait=False)
     checkpoints = killed / "work" / "finetune"
-    deadline = time.time() + 300
-    while not any((c / "trainer_state.json").exists() for c in checkpoints.glob("checkpoint-*")):
-        assert process.poll() is None, f"the run ended before it could be killed: {process.stderr.read()[-2000:]}"
-        assert time.time() < deadline
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill_after_first_checkpoint(process, checkpoints)
     assert not (killed / "model.safetensors").exists()  # it really stopped mid-way
 
     recipe("classify", killed, fake_aclimdb, "--resume")

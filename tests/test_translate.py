@@ -2,10 +2,8 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from dataclasses import replace
 
 import pytest
@@ -13,6 +11,7 @@ import torch
 from huggingface_hub import metadata_load
 from safetensors.torch import load_file
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+from conftest import kill_after_first_checkpoint
 
 from training import translate
 
@@ -75,13 +74,7 @@ def test_a_killed_run_resumes_to_the_same_final_weights(tmp_path):
     killed = tmp_path / "killed"
     process = run_recipe(killed, *settings, wait=False)
     checkpoints = killed / "work" / "train"
-    deadline = time.time() + 300
-    while not any((c / "trainer_state.json").exists() for c in checkpoints.glob("checkpoint-*")):
-        assert process.poll() is None, f"the run ended before it could be killed: {process.stderr.read()[-2000:]}"
-        assert time.time() < deadline
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill_after_first_checkpoint(process, checkpoints)
     assert not (killed / "model.safetensors").exists()  # it really stopped mid-way
     assert not (checkpoints / "checkpoint-15").exists()  # ... before the end of training
     # Mark the checkpoint's log history (plots ignore an entry without loss or metric): a run that really goes on
