@@ -1,7 +1,10 @@
 """Shared fixtures: a tiny corpus, a tokenizer trained on it, and tiny model configs."""
 
+import os
 import random
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -84,3 +87,19 @@ def kill_after_first_checkpoint(process, checkpoints, timeout_s: float = 300) ->
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
+
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_recipe(name, output, *extra, wait=True):
+    """`python -m training.<name> --preset tiny --output-dir output *extra` from the checkout, offline.
+
+    Waits and asserts success (returning the completed process), or with wait=False returns the running Popen."""
+    command = [sys.executable, "-m", f"training.{name}", "--preset", "tiny", "--output-dir", str(output), *extra]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    if not wait:
+        return subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result

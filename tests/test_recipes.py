@@ -9,20 +9,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from transformers import pipeline
-from conftest import kill_after_first_checkpoint
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
+from conftest import REPO_ROOT, kill_after_first_checkpoint, run_recipe
 
 def recipe(name, output, data, *extra, wait=True):
-    command = [sys.executable, "-m", f"training.{name}", "--preset", "tiny", "--output-dir", str(output),
-               "--data-source", str(data), *extra]
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    if not wait:
-        return subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
+    return run_recipe(name, output, "--data-source", str(data), *extra, wait=wait)
 
 
 def test_classify_writes_a_hub_ready_folder(tmp_path, fake_aclimdb):

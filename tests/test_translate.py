@@ -1,9 +1,6 @@
 """python -m training.translate end to end on the tiny preset: number words, a user's own TSV, resume after a kill."""
 
 import json
-import os
-import subprocess
-import sys
 from dataclasses import replace
 
 import pytest
@@ -11,26 +8,17 @@ import torch
 from huggingface_hub import metadata_load
 from safetensors.torch import load_file
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
-from conftest import kill_after_first_checkpoint
+from conftest import kill_after_first_checkpoint, run_recipe
 
 from training import translate
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def run_recipe(output, *extra, wait=True):
-    command = [sys.executable, "-m", "training.translate", "--preset", "tiny", "--output-dir", str(output), *extra]
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    if not wait:
-        return subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
+def translate_recipe(output, *extra, wait=True):
+    return run_recipe("translate", output, *extra, wait=wait)
 
 
 def test_number_words_recipe_writes_a_hub_ready_folder(tmp_path):
     output = tmp_path / "translate"
-    result = run_recipe(output)
+    result = translate_recipe(output)
     assert "test exact match greedy" in result.stdout
     for name in ("model.safetensors", "config.json", "modeling_scratchformer.py", "tokenizer.json",
                  "generation_config.json", "metrics.json", "samples.json", "training_curve.png", "attention.png"):
@@ -59,7 +47,7 @@ def test_a_users_tsv_goes_through_the_same_code_path(tmp_path):
     tsv = tmp_path / "pairs.tsv"
     tsv.write_text("source\ttarget\n" + "".join(f"{s}\t{t}\n" for s, t in pairs))
     output = tmp_path / "tsv"
-    run_recipe(output, "--data-source", str(tsv))
+    translate_recipe(output, "--data-source", str(tsv))
     metrics = json.loads((output / "metrics.json").read_text())
     assert metrics["dataset"] == "pairs.tsv" and "languages" not in metrics and "hub_dataset" not in metrics
     assert metrics["task"] == str(tsv) and metrics["train_samples"] + metrics["validation_samples"] + metrics["test_samples"] == len(pairs)
@@ -69,10 +57,10 @@ def test_a_killed_run_resumes_to_the_same_final_weights(tmp_path):
     # Checkpoints every 5 of the 15 steps: killed after the first, 10 steps remain (a wide window to kill in).
     settings = ("--set", "save_steps=5")
     straight = tmp_path / "straight"
-    run_recipe(straight, *settings)
+    translate_recipe(straight, *settings)
 
     killed = tmp_path / "killed"
-    process = run_recipe(killed, *settings, wait=False)
+    process = translate_recipe(killed, *settings, wait=False)
     checkpoints = killed / "work" / "train"
     kill_after_first_checkpoint(process, checkpoints)
     assert not (killed / "model.safetensors").exists()  # it really stopped mid-way
@@ -86,7 +74,7 @@ def test_a_killed_run_resumes_to_the_same_final_weights(tmp_path):
     state["log_history"].append(mark)
     state_file.write_text(json.dumps(state))
 
-    run_recipe(killed, *settings, "--resume")
+    translate_recipe(killed, *settings, "--resume")
     assert mark in json.loads((checkpoints / "checkpoint-15" / "trainer_state.json").read_text())["log_history"]
     expected, resumed = load_file(straight / "model.safetensors"), load_file(killed / "model.safetensors")
     assert expected.keys() == resumed.keys()
