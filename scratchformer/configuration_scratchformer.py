@@ -42,6 +42,10 @@ class ScratchformerConfig(PreTrainedConfig):
             (first real token) or `"last"` (last real token, natural for causal models).
         sparse_prediction: masked LM with `labels`: project only the masked positions onto the vocabulary (as
             ModernBERT does), so `logits` has shape (masked tokens, vocab); pre-training ~5x cheaper at 15 % masking.
+        unpad_inputs: when a batch is padded and nothing is cached, run the token-wise layers (projections, MLP,
+            norms) on the real tokens only and put them back in their padded places just for attention, as
+            ModernBERT does. Same results up to float rounding; output vectors and logits at padding positions are
+            0. An encoder-decoder trained on `labels` alone takes their trailing -100 positions as target padding.
         initializer_range: standard deviation of the normal weight initialisation.
         tie_word_embeddings: share the input embedding matrix with the output (LM) projection (and, in an
             encoder-decoder, between encoder and decoder, as in BART).
@@ -74,6 +78,7 @@ class ScratchformerConfig(PreTrainedConfig):
     is_decoder: bool = False
     classifier_pooling: str = "mean"
     sparse_prediction: bool = False
+    unpad_inputs: bool = True
     initializer_range: float = 0.02
     tie_word_embeddings: bool = True
     use_cache: bool = True

@@ -4,6 +4,7 @@ Read it top to bottom; each idea is one named piece:
 
     positions    learned / sinusoidal tables, or rotary (RoPE) rotation of queries and keys
     embeddings   token vector + position vector
+    unpadding    a padded batch runs its token-wise layers on the real tokens only
     attention    Q/K/V projections -> split heads -> scores q.k^T / sqrt(d) -> mask -> softmax -> weighted sum of V
                  -> merge heads -> output projection   (eager here; SDPA/flash through ALL_ATTENTION_FUNCTIONS)
     MLP          position-wise feed-forward network
@@ -24,6 +25,8 @@ from torch import nn
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
+from transformers.conversion_mapping import register_checkpoint_conversion_mapping
+from transformers.core_model_loading import Concatenate, WeightConverter
 from transformers.generation import GenerationMixin
 from transformers.masking_utils import create_bidirectional_mask, create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
@@ -127,6 +130,44 @@ class ScratchformerEmbeddings(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# Unpadding
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class RealTokens:
+    """Where the real (non-padding) tokens of a padded [B, L] batch sit, so token-wise layers skip the padding.
+
+    Projections, MLP, norms and residual sums treat each token on its own: they run on the [N, ...] real tokens.
+    Only attention needs the [B, L, ...] layout; it gets the tokens scattered back into it (zeros at the padding).
+    """
+
+    def __init__(self, attention_mask: torch.Tensor):
+        self.shape = attention_mask.shape
+        self.indices = attention_mask.flatten().nonzero().squeeze(1)
+        # Padding only after each row's real tokens (right padding): causal attention never looks forward onto it.
+        self.right_padded = bool((attention_mask[:, 1:] <= attention_mask[:, :-1]).all())
+
+    def select(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, L, ...] -> [N, ...]: the real tokens only."""
+        return x.flatten(0, 1).index_select(0, self.indices)
+
+    def scatter(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, ...] -> [B, L, ...]: the real tokens back in their places, zeros at the padding."""
+        padded = x.new_zeros(self.shape.numel(), *x.shape[1:]).index_copy_(0, self.indices, x)  # in place: no clone
+        return padded.view(*self.shape, *x.shape[1:])
+
+
+def real_tokens(config: ScratchformerConfig, attention_mask: torch.Tensor | None, length: int) -> RealTokens | None:
+    """The real tokens of a padded batch of `length` new tokens, or None when there is nothing to skip (or
+    `config.unpad_inputs` is off)."""
+    if not config.unpad_inputs or attention_mask is None or attention_mask.dim() != 2:
+        return None
+    if attention_mask.shape[-1] != length or attention_mask.all():
+        return None
+    return RealTokens(attention_mask)
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # Attention
 # ----------------------------------------------------------------------------------------------------------------
 
@@ -170,11 +211,30 @@ def eager_attention_forward(
     return output.transpose(1, 2).contiguous(), weights  # [B, L, H, D], as every attention backend returns
 
 
+# Checkpoints hold the query, key and value projections as three matrices (q_proj, k_proj, v_proj), the format of
+# every saved model. At run time they are stacked into one, `query_key_value`, so self-attention makes all three with
+# one matmul: transformers stacks them when loading (from_pretrained) and splits them again when saving.
+register_checkpoint_conversion_mapping(
+    "scratchformer",
+    [WeightConverter(["q_proj", "k_proj", "v_proj"], "query_key_value", operations=[Concatenate(dim=0)])],
+    overwrite=True,  # this file may be imported twice: as the package and as a Hub folder's remote code
+)
+
+
+def stack_query_key_value(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
+    """load_state_dict of a saved file (the Trainer resumes this way): stack its q_proj/k_proj/v_proj as loading does."""
+    for kind in ("weight", "bias"):
+        names = [f"{prefix}{projection}_proj.{kind}" for projection in "qkv"]
+        if all(name in state_dict for name in names):
+            state_dict[f"{prefix}query_key_value.{kind}"] = torch.cat([state_dict.pop(name) for name in names])
+
+
 class ScratchformerAttention(nn.Module):
     """Multi-head attention: project to queries, keys and values, attend per head, project the heads back.
 
     Self-attention takes queries, keys and values from the same tokens. Cross-attention (`is_cross_attention`, in an
     encoder-decoder's decoder) takes the queries from the decoder and the keys and values from the encoder output.
+    The three projections are stacked in `query_key_value` ([W_Q; W_K; W_V], 3*hidden x hidden).
     """
 
     def __init__(
@@ -189,10 +249,23 @@ class ScratchformerAttention(nn.Module):
         self.is_cross_attention = is_cross_attention
         # Read by SDPA when no explicit mask is passed; every decoder token may see every source token.
         self.is_causal = False if is_cross_attention else (config.is_decoder if is_causal is None else is_causal)
-        self.q_proj = nn.Linear(config.hidden_size, config.hidden_size)
-        self.k_proj = nn.Linear(config.hidden_size, config.hidden_size)
-        self.v_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.query_key_value = nn.Linear(config.hidden_size, 3 * config.hidden_size)
         self.o_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.register_load_state_dict_pre_hook(stack_query_key_value)
+
+    def project(self, x: torch.Tensor, which: str, tokens: RealTokens | None = None) -> tuple[torch.Tensor, ...]:
+        """Queries (`"q"`), keys and values (`"kv"`) or all three (`"qkv"`) of x, split into heads [B, H, L, D]:
+        the matching rows of `query_key_value` times x. Given `tokens`, x holds only these real tokens of a padded
+        batch, and the projections go back to their padded places for attention."""
+        weight, bias = self.query_key_value.weight, self.query_key_value.bias
+        if which != "qkv":
+            rows = slice(0, self.config.hidden_size) if which == "q" else slice(self.config.hidden_size, None)
+            weight, bias = weight[rows], bias[rows]
+        projected = nn.functional.linear(x, weight, bias)
+        if tokens is not None:
+            projected = tokens.scatter(projected)
+        # Chunks of the last dim, then heads: autograd's backward for this layout is the cheapest (measured).
+        return tuple(split_heads(part, self.head_dim) for part in projected.chunk(len(which), dim=-1))
 
     def forward(
         self,
@@ -201,15 +274,18 @@ class ScratchformerAttention(nn.Module):
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
         past_key_values: Cache | None = None,
         encoder_hidden_states: torch.Tensor | None = None,
+        tokens: RealTokens | None = None,
+        source_tokens: RealTokens | None = None,
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        query = split_heads(self.q_proj(hidden_states), self.head_dim)
+        """`tokens`: hidden_states holds only these real tokens of a padded batch; `source_tokens`: the same for
+        encoder_hidden_states (cross-attention)."""
         if self.is_cross_attention:
+            (query,) = self.project(hidden_states, "q", tokens)
             # No rotary here: decoder and source positions live on different axes, their difference means nothing.
-            key, value = self.source_keys_values(encoder_hidden_states, past_key_values)
+            key, value = self.source_keys_values(encoder_hidden_states, past_key_values, source_tokens)
         else:
-            key = split_heads(self.k_proj(hidden_states), self.head_dim)
-            value = split_heads(self.v_proj(hidden_states), self.head_dim)
+            query, key, value = self.project(hidden_states, "qkv", tokens)
             if position_embeddings is not None:  # rotary positions
                 cos, sin = position_embeddings
                 query, key = apply_rotary(query, cos, sin), apply_rotary(key, cos, sin)
@@ -231,10 +307,13 @@ class ScratchformerAttention(nn.Module):
             dropout=self.dropout if self.training else 0.0,
             **kwargs,
         )
-        return self.o_proj(merge_heads(output)), weights
+        output = merge_heads(output)
+        if tokens is not None:
+            output = tokens.select(output)
+        return self.o_proj(output), weights
 
     def source_keys_values(
-        self, encoder_hidden_states: torch.Tensor, past_key_values: Cache | None
+        self, encoder_hidden_states: torch.Tensor, past_key_values: Cache | None, source_tokens: RealTokens | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Cross-attention keys/values of the encoder output: computed once per source, then read from the cache."""
         if encoder_hidden_states is None:
@@ -243,8 +322,7 @@ class ScratchformerAttention(nn.Module):
         if cache is not None and cache.is_updated.get(self.layer_idx):  # every decoding step after the first
             layer = cache.cross_attention_cache.layers[self.layer_idx]
             return layer.keys, layer.values
-        key = split_heads(self.k_proj(encoder_hidden_states), self.head_dim)
-        value = split_heads(self.v_proj(encoder_hidden_states), self.head_dim)
+        key, value = self.project(encoder_hidden_states, "kv", source_tokens)
         if cache is not None:
             key, value = cache.cross_attention_cache.update(key, value, self.layer_idx)
             cache.is_updated[self.layer_idx] = True
@@ -461,21 +539,37 @@ class ScratchformerModel(ScratchformerPreTrainedModel):
 
         hidden_states = self.embeddings(input_ids, position_ids, inputs_embeds)
         rotary = self.rotary(position_ids, hidden_states.dtype) if self.rotary is not None else None
-        mask = self._attention_mask(hidden_states, attention_mask, past_key_values, position_ids)
+        # Per-layer hidden states are returned padded, so asking for them keeps the whole batch padded.
+        keep_padded = past_length > 0 or kwargs.get("output_hidden_states", self.config.output_hidden_states)
+        tokens = None if keep_padded else real_tokens(self.config, attention_mask, length)
+        # The padding's outputs are dropped, and a real token's causal view of a right-padded row holds no padding:
+        # the causal mask alone will do (SDPA then runs its faster is_causal kernel).
+        padding_mask = None if tokens is not None and self.is_causal and tokens.right_padded else attention_mask
+        mask = self._attention_mask(hidden_states, padding_mask, past_key_values, position_ids)
         cross = {}
         if self.stack == "decoder":
             if encoder_hidden_states is None:
                 raise ValueError("A decoder stack needs encoder_hidden_states (the encoder's output for the source)")
+            # Which source tokens each target token may attend to: all real ones, no padding.
+            cross_mask = create_bidirectional_mask(
+                config=self.config,
+                inputs_embeds=hidden_states,
+                attention_mask=encoder_attention_mask,
+                encoder_hidden_states=encoder_hidden_states,
+            )
+            # Cross-attention keys/values are made once, on the first step; of the real source tokens only.
+            source_tokens = None if past_length else real_tokens(
+                self.config, encoder_attention_mask, encoder_hidden_states.shape[1]
+            )
+            if source_tokens is not None:
+                encoder_hidden_states = source_tokens.select(encoder_hidden_states)
             cross = dict(
                 encoder_hidden_states=encoder_hidden_states,
-                # Which source tokens each target token may attend to: all real ones, no padding.
-                encoder_attention_mask=create_bidirectional_mask(
-                    config=self.config,
-                    inputs_embeds=hidden_states,
-                    attention_mask=encoder_attention_mask,
-                    encoder_hidden_states=encoder_hidden_states,
-                ),
+                encoder_attention_mask=cross_mask,
+                source_tokens=source_tokens,
             )
+        if tokens is not None:
+            hidden_states = tokens.select(hidden_states)
 
         for block in self.layers:
             hidden_states = block(
@@ -483,11 +577,15 @@ class ScratchformerModel(ScratchformerPreTrainedModel):
                 attention_mask=mask,
                 position_embeddings=rotary,
                 past_key_values=past_key_values,
+                tokens=tokens,
                 **cross,
                 **kwargs,
             )
+        hidden_states = self.final_norm(hidden_states)
+        if tokens is not None:
+            hidden_states = tokens.scatter(hidden_states)
         output_class = BaseModelOutputWithPastAndCrossAttentions if self.stack == "decoder" else BaseModelOutputWithPast
-        return output_class(last_hidden_state=self.final_norm(hidden_states), past_key_values=past_key_values)
+        return output_class(last_hidden_state=hidden_states, past_key_values=past_key_values)
 
     def _attention_mask(self, hidden_states, attention_mask, past_key_values, position_ids):
         """Padding (+ causal) mask in whatever form the chosen attention backend wants."""
@@ -560,6 +658,23 @@ def pool(hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, how: 
     return hidden_states[torch.arange(hidden_states.shape[0], device=hidden_states.device), index]
 
 
+def vocabulary_logits(
+    config: ScratchformerConfig,
+    lm_head: nn.Module,
+    hidden_states: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    logits_to_keep: int | torch.Tensor,
+) -> torch.Tensor:
+    """Next-token logits of the kept positions. Of a padded batch, only the real tokens go through the vocabulary
+    projection (a small model's largest layer); padding positions get logits 0."""
+    tokens = None
+    if isinstance(logits_to_keep, int) and logits_to_keep == 0:
+        tokens = real_tokens(config, attention_mask, hidden_states.shape[1])
+    if tokens is None:
+        return lm_head(slice_logits_to_keep(hidden_states, logits_to_keep))
+    return tokens.scatter(lm_head(tokens.select(hidden_states)))
+
+
 class ScratchformerForCausalLM(ScratchformerPreTrainedModel, GenerationMixin):
     """Decoder-only language model (GPT style): causal attention, next-token logits through the tied embeddings."""
 
@@ -597,7 +712,9 @@ class ScratchformerForCausalLM(ScratchformerPreTrainedModel, GenerationMixin):
             use_cache=use_cache,
             **kwargs,
         )
-        logits = self.lm_head(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))
+        logits = vocabulary_logits(
+            self.config, self.lm_head, outputs.last_hidden_state, attention_mask, logits_to_keep
+        )
         loss = None
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
@@ -727,6 +844,14 @@ def shift_tokens_right(labels: torch.Tensor, pad_token_id: int | None, decoder_s
     return shifted.masked_fill(shifted == -100, pad_token_id)
 
 
+def target_padding_mask(labels: torch.Tensor) -> torch.Tensor:
+    """Decoder attention mask for training on labels: 1 up to each row's last labelled token, 0 on the trailing -100
+    padding. Those positions add nothing to the loss and, being last, are never seen by a causal query that does."""
+    positions = torch.arange(labels.shape[-1], device=labels.device)
+    last = positions.masked_fill(labels == -100, 0).amax(-1, keepdim=True)  # row without labels: keep position 0
+    return (positions <= last).long()
+
+
 class ScratchformerForConditionalGeneration(ScratchformerPreTrainedModel, GenerationMixin):
     """Encoder-decoder (Vaswani et al. 2017, like BART/T5): the encoder reads the source, the decoder writes the
     target one token at a time, attending to its own past and (cross-attention) to the encoder output."""
@@ -789,6 +914,8 @@ class ScratchformerForConditionalGeneration(ScratchformerPreTrainedModel, Genera
                 decoder_input_ids = shift_tokens_right(
                     labels, self.config.pad_token_id, self.config.decoder_start_token_id
                 )
+            if decoder_attention_mask is None:  # lets the decoder skip the target padding (config.unpad_inputs)
+                decoder_attention_mask = target_padding_mask(labels)
         if encoder_outputs is None:
             encoder_outputs = self.encoder(
                 input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, **kwargs
@@ -807,7 +934,9 @@ class ScratchformerForConditionalGeneration(ScratchformerPreTrainedModel, Genera
             use_cache=use_cache,
             **kwargs,
         )
-        logits = self.lm_head(slice_logits_to_keep(decoder_outputs.last_hidden_state, logits_to_keep))
+        logits = vocabulary_logits(
+            self.config, self.lm_head, decoder_outputs.last_hidden_state, decoder_attention_mask, logits_to_keep
+        )
         loss = None
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
@@ -822,6 +951,12 @@ class ScratchformerForConditionalGeneration(ScratchformerPreTrainedModel, Genera
             encoder_hidden_states=encoder_outputs.hidden_states,
             encoder_attentions=encoder_outputs.attentions,
         )
+
+    def _reorder_cache(self, past_key_values: EncoderDecoderCache, beam_idx: torch.LongTensor) -> EncoderDecoderCache:
+        """Beam search: follow the surviving beams in the decoder's own keys/values. The cross-attention keys/values
+        stay put: beams never move between sources, and all beams of one source share the same encoder output."""
+        past_key_values.self_attention_cache.reorder_cache(beam_idx)
+        return past_key_values
 
     def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor) -> torch.Tensor:
         """Used by DataCollatorForSeq2Seq to build decoder inputs once per batch."""

@@ -10,7 +10,7 @@ from scratchformer import (
     ScratchformerForSequenceClassification,
     ScratchformerModel,
 )
-from scratchformer.modeling_scratchformer import eager_attention_forward, pool, sinusoidal_table
+from scratchformer.modeling_scratchformer import ScratchformerMLP, eager_attention_forward, pool, sinusoidal_table
 
 HEADS = [ScratchformerModel, ScratchformerForCausalLM, ScratchformerForSequenceClassification, ScratchformerForMaskedLM]
 VARIANTS = [
@@ -25,11 +25,14 @@ def first_output(out):
     return out.logits if hasattr(out, "logits") else out.last_hidden_state
 
 
-def batch_with_padding(vocab_size=400):
+def batch_with_padding(vocab_size=400, left_padding=True):
     input_ids = torch.randint(5, vocab_size, (3, 9))
     attention_mask = torch.ones_like(input_ids)
     attention_mask[1, 6:] = 0  # right padding
-    attention_mask[2, :3] = 0  # left padding
+    if left_padding:
+        attention_mask[2, :3] = 0
+    else:
+        attention_mask[2, 4:] = 0
     return input_ids, attention_mask
 
 
@@ -227,3 +230,95 @@ def test_corrupt_or_missing_weights_give_a_clear_error(tmp_path, damage):
     expected = "corrupt or truncated" if damage != "delete" else "model.safetensors"
     with pytest.raises(OSError, match=expected):
         ScratchformerForCausalLM.from_pretrained(tmp_path)
+
+
+def count_mlp_rows(model) -> list[int]:
+    """Record how many token rows each feed-forward layer computes on: a padded batch's all, or its real ones."""
+    rows = []
+    for module in model.modules():
+        if isinstance(module, ScratchformerMLP):
+            module.register_forward_hook(lambda _, args, __: rows.append(args[0].shape[:-1].numel()))
+    return rows
+
+
+def labels_for(head, input_ids, attention_mask):
+    """Training targets of each head for a padded batch (None for the bare model)."""
+    if head is ScratchformerForSequenceClassification:
+        return torch.tensor([0, 1, 0])
+    if head is ScratchformerForCausalLM:
+        # A left-padded row's first real token has no context: the padding before it would "predict" it.
+        no_context = torch.cat([torch.ones_like(attention_mask[:, :1]), attention_mask[:, :-1]], dim=1) == 0
+        return input_ids.masked_fill((attention_mask == 0) | no_context, -100)
+    if head is ScratchformerForMaskedLM:
+        return input_ids.masked_fill(torch.rand(input_ids.shape) > 0.3, -100).masked_fill(attention_mask == 0, -100)
+    return None
+
+
+@pytest.mark.parametrize("left_padding", [True, False], ids=["left-and-right-padding", "right-padding"])
+@pytest.mark.parametrize("head", HEADS)
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(map(str, v.values())))
+def test_unpadding_computes_only_the_real_tokens_with_the_same_results(head, variant, left_padding):
+    torch.manual_seed(0)
+    model = head(tiny_config(**variant)).train()  # no dropout in tiny_config: the two runs are comparable
+    input_ids, attention_mask = batch_with_padding(left_padding=left_padding)
+    labels = labels_for(head, input_ids, attention_mask)
+    rows = count_mlp_rows(model)
+    results = {}
+    for unpad in (False, True):
+        model.config.unpad_inputs = unpad
+        model.zero_grad()
+        rows.clear()
+        out = model(input_ids, attention_mask=attention_mask, labels=labels)
+        output = first_output(out)
+        loss = out.loss if labels is not None else output[attention_mask.bool()].pow(2).mean()
+        loss.backward()
+        grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+        results[unpad] = output, loss, grads, list(rows)
+    (padded_out, padded_loss, padded_grads, padded_rows), (out, loss, grads, rows) = results[False], results[True]
+    assert padded_rows == [attention_mask.numel()] * len(padded_rows)
+    assert rows == [int(attention_mask.sum())] * len(padded_rows)  # only the real tokens went through the MLPs
+    real = attention_mask.bool() if out.dim() == 3 else slice(None)
+    torch.testing.assert_close(out[real], padded_out[real], atol=1e-5, rtol=1e-4)
+    if out.dim() == 3:
+        assert (out[~attention_mask.bool()] == 0).all()  # skipped padding: zero vectors / logits
+    torch.testing.assert_close(loss, padded_loss, atol=1e-5, rtol=1e-4)
+    assert grads.keys() == padded_grads.keys()
+    for name in grads:
+        torch.testing.assert_close(grads[name], padded_grads[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_asking_for_hidden_states_keeps_the_batch_padded():
+    model = ScratchformerModel(tiny_config()).eval()
+    input_ids, attention_mask = batch_with_padding()
+    rows = count_mlp_rows(model)
+    out = model(input_ids, attention_mask=attention_mask, output_hidden_states=True)
+    assert rows == [attention_mask.numel()] * 2
+    assert [h.shape for h in out.hidden_states] == [(3, 9, 32)] * 3
+    rows.clear()
+    model(input_ids, attention_mask=attention_mask)
+    assert rows == [int(attention_mask.sum())] * 2
+
+
+def test_checkpoints_keep_separate_query_key_value_matrices(tmp_path):
+    """At run time Q/K/V are one stacked matrix; saved files hold the three (the format of every saved model)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    model = ScratchformerForCausalLM(tiny_config()).eval()
+    attention = model.model.layers[0].attention
+    assert attention.query_key_value.weight.shape == (96, 32)
+    model.save_pretrained(tmp_path)
+    with safe_open(tmp_path / "model.safetensors", "pt") as saved:
+        keys = set(saved.keys())
+    prefix = "model.layers.0.attention."
+    assert {prefix + f"{p}_proj.{kind}" for p in "qkvo" for kind in ("weight", "bias")} <= keys
+    assert not any("query_key_value" in key for key in keys)
+    stored = load_file(tmp_path / "model.safetensors")
+    torch.testing.assert_close(stored[prefix + "k_proj.weight"], attention.query_key_value.weight[32:64])
+    ids = torch.randint(5, 400, (2, 7))
+    expected = model(ids).logits
+    torch.testing.assert_close(ScratchformerForCausalLM.from_pretrained(tmp_path)(ids).logits, expected)
+    # The Trainer resumes with load_state_dict on the saved file: the three matrices are stacked there too.
+    fresh = ScratchformerForCausalLM(tiny_config()).eval()
+    fresh.load_state_dict(stored, strict=False)
+    torch.testing.assert_close(fresh(ids).logits, expected)

@@ -6,6 +6,7 @@ import pytest
 import torch
 from conftest import tiny_config
 from test_generation import pad_right, reference_beam_search
+from test_modeling import count_mlp_rows
 from transformers import AutoModelForSeq2SeqLM, EncoderDecoderCache
 
 from scratchformer import ScratchformerConfig, ScratchformerForConditionalGeneration, ScratchformerModel
@@ -53,6 +54,20 @@ def count_calls(modules) -> list[int]:
     return calls
 
 
+def count_source_projections(model) -> list[int]:
+    """Count how often the decoder's cross-attention projects an encoder output to keys and values."""
+    calls = [0]
+    for block in model.decoder.layers:
+        project = block.cross_attention.project
+
+        def counting(x, which, tokens=None, project=project):
+            calls[0] += which == "kv"
+            return project(x, which, tokens)
+
+        block.cross_attention.project = counting
+    return calls
+
+
 def test_encoder_and_decoder_share_one_embedding_and_have_their_own_depths(model):
     embedding = model.encoder.embeddings.token_embeddings.weight
     assert model.decoder.embeddings.token_embeddings.weight is embedding and model.lm_head.weight is embedding
@@ -67,7 +82,10 @@ def test_labels_give_shifted_decoder_inputs_and_token_cross_entropy(model):
     out = model(src, labels=labels)
     decoder_input_ids = torch.tensor([[START] + labels[0, :4].tolist(), [START] + labels[1, :3].tolist() + [0]])
     logits = model(src, decoder_input_ids=decoder_input_ids).logits
-    torch.testing.assert_close(out.logits, logits)
+    labelled = labels != -100
+    torch.testing.assert_close(out.logits[labelled], logits[labelled])
+    # The trailing -100 positions are target padding: skipped (unpad_inputs), their logits are 0.
+    assert (out.logits[~labelled] == 0).all()
     expected = torch.nn.functional.cross_entropy(logits.reshape(-1, 400), labels.reshape(-1), ignore_index=-100)
     torch.testing.assert_close(out.loss, expected)
 
@@ -86,7 +104,7 @@ def test_cached_decoding_equals_uncached_logits_and_encodes_the_source_once(mode
     src, tgt = source(7, 2), torch.randint(5, 400, (2, 9))
     encoded = model.get_encoder()(src)
     full = model(encoder_outputs=encoded, decoder_input_ids=tgt, use_cache=False).logits
-    source_projections = count_calls(block.cross_attention.k_proj for block in model.decoder.layers)
+    source_projections = count_source_projections(model)
     prefix = model(encoder_outputs=encoded, decoder_input_ids=tgt[:, :4], use_cache=True)
     cache, steps = prefix.past_key_values, [prefix.logits]
     assert isinstance(cache, EncoderDecoderCache)
@@ -101,7 +119,7 @@ def test_cached_decoding_equals_uncached_logits_and_encodes_the_source_once(mode
 
 def test_generate_encodes_the_source_once(model):
     encoder_blocks = count_calls(model.encoder.layers)
-    source_projections = count_calls(block.cross_attention.k_proj for block in model.decoder.layers)
+    source_projections = count_source_projections(model)
     model.generate(source(5, 2), max_new_tokens=6, num_beams=3, do_sample=False)
     assert encoder_blocks[0] == len(model.encoder.layers)
     assert source_projections[0] == len(model.decoder.layers)
@@ -233,4 +251,32 @@ def test_gradient_checkpointing_gives_the_same_gradients_to_encoder_and_decoder(
     model(src, labels=labels).loss.backward()
     for name, p in model.named_parameters():
         torch.testing.assert_close(p.grad, plain[name], msg=name)
-    assert plain["encoder.layers.0.attention.q_proj.weight"].abs().sum() > 0  # the loss reaches the encoder
+    assert plain["encoder.layers.0.attention.query_key_value.weight"].abs().sum() > 0  # the loss reaches the encoder
+
+
+def test_unpadding_skips_source_and_target_padding_with_the_same_loss_and_gradients():
+    torch.manual_seed(0)
+    model = ScratchformerForConditionalGeneration(seq2seq_config()).train()
+    src, attention_mask = source(7, 3), torch.ones(3, 7, dtype=torch.long)
+    attention_mask[1, 5:], attention_mask[2, 3:] = 0, 0
+    labels = torch.randint(5, 400, (3, 6))
+    labels[0, 4:], labels[2, 2:] = -100, -100  # target padding
+    labels[1, 2] = -100  # an ignored position inside the target: still computed (later tokens attend to it)
+    encoder_rows, decoder_rows = count_mlp_rows(model.encoder), count_mlp_rows(model.decoder)
+    results = {}
+    for unpad in (False, True):
+        model.config.unpad_inputs = unpad
+        model.zero_grad()
+        encoder_rows.clear(), decoder_rows.clear()
+        out = model(src, attention_mask=attention_mask, labels=labels)
+        out.loss.backward()
+        results[unpad] = out, {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+        results[unpad] += (list(encoder_rows), list(decoder_rows))
+    (padded, padded_grads, *_), (unpadded, grads, encoder, decoder) = results[False], results[True]
+    assert encoder == [int(attention_mask.sum())] * 2  # real source tokens only
+    assert decoder == [4 + 6 + 2] * 3  # each target up to its last label
+    labelled = labels != -100
+    torch.testing.assert_close(unpadded.logits[labelled], padded.logits[labelled], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(unpadded.loss, padded.loss, atol=1e-5, rtol=1e-4)
+    for name in grads:
+        torch.testing.assert_close(grads[name], padded_grads[name], atol=1e-5, rtol=1e-4, msg=name)
