@@ -658,23 +658,6 @@ def pool(hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, how: 
     return hidden_states[torch.arange(hidden_states.shape[0], device=hidden_states.device), index]
 
 
-def vocabulary_logits(
-    config: ScratchformerConfig,
-    lm_head: nn.Module,
-    hidden_states: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    logits_to_keep: int | torch.Tensor,
-) -> torch.Tensor:
-    """Next-token logits of the kept positions. Of a padded batch, only the real tokens go through the vocabulary
-    projection (a small model's largest layer); padding positions get logits 0."""
-    tokens = None
-    if isinstance(logits_to_keep, int) and logits_to_keep == 0:
-        tokens = real_tokens(config, attention_mask, hidden_states.shape[1])
-    if tokens is None:
-        return lm_head(slice_logits_to_keep(hidden_states, logits_to_keep))
-    return tokens.scatter(lm_head(tokens.select(hidden_states)))
-
-
 class ScratchformerForCausalLM(ScratchformerPreTrainedModel, GenerationMixin):
     """Decoder-only language model (GPT style): causal attention, next-token logits through the tied embeddings."""
 
@@ -712,9 +695,7 @@ class ScratchformerForCausalLM(ScratchformerPreTrainedModel, GenerationMixin):
             use_cache=use_cache,
             **kwargs,
         )
-        logits = vocabulary_logits(
-            self.config, self.lm_head, outputs.last_hidden_state, attention_mask, logits_to_keep
-        )
+        logits = self.lm_head(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))
         loss = None
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
@@ -934,9 +915,7 @@ class ScratchformerForConditionalGeneration(ScratchformerPreTrainedModel, Genera
             use_cache=use_cache,
             **kwargs,
         )
-        logits = vocabulary_logits(
-            self.config, self.lm_head, decoder_outputs.last_hidden_state, decoder_attention_mask, logits_to_keep
-        )
+        logits = self.lm_head(slice_logits_to_keep(decoder_outputs.last_hidden_state, logits_to_keep))
         loss = None
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
