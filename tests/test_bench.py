@@ -1,4 +1,5 @@
-"""Smoke test of the speed benchmark: `python -m bench.speed --quick` writes complete JSON (no speed targets)."""
+"""Smoke tests of the benchmarks (`bench.speed`, `bench.lm_budget`, `bench.translate`): each runs end to end on a
+tiny setting and writes complete results (no speed targets)."""
 
 import json
 import os
@@ -61,3 +62,23 @@ def test_lm_budget_trains_both_models_for_the_same_budget(tmp_path, fake_aclimdb
         assert report[side]["steps"] >= 1 and report[side]["train_s"] > 0
         assert 1.0 < report[side]["perplexity"] < 1000  # a 400-token vocabulary bounds a barely trained model
     assert math.isclose(report["ratio"], report["ours"]["perplexity"] / report["theirs"]["perplexity"])
+
+
+
+def test_quick_translation_benchmark_writes_speed_and_accuracy(tmp_path):
+    out = tmp_path / "translate.json"
+    command = [sys.executable, "-m", "bench.translate", "--quick", "--threads", "1", "--train-samples", "300",
+               "--test", "20", "--budget-s", "1", "--json", str(out)]
+    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "ours/BART" in run.stdout and "exact match" in run.stdout
+
+    results = json.loads(out.read_text())
+    for name in ("train", "beam4"):
+        for key in ("ratio", "noise", "ours_tokens_per_s", "theirs_tokens_per_s"):
+            assert math.isfinite(results[name][key]) and results[name][key] > 0, f"{name}.{key}"
+    assert 0 < results["train"]["padding_share"] < 1  # real batches of different lengths
+    for side in ("ours", "theirs"):
+        row = results["accuracy"][side]
+        assert row["steps"] >= 1 and row["train_tokens_per_s"] > 0
+        assert 0 <= row["greedy"]["exact_match"] <= 1 and 0 <= row["beam4"]["exact_match"] <= 1
