@@ -275,6 +275,14 @@ def train_flops_per_token(size: Size, task: str) -> float:
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def use_threads(threads: int | None) -> None:
+    """Run torch's CPU ops on `threads` threads (None: leave the default). torch.set_num_threads is called only to
+    change the count: calling it with the count torch already uses is not a no-op here, it leaves CPU SDPA's flash
+    kernel running at its one-thread speed (measured in NOTES.md, "Attention on CPU")."""
+    if threads is not None and threads != torch.get_num_threads():
+        torch.set_num_threads(threads)
+
+
 def timed(fn: Callable[[], None], calls: int) -> float:
     """Seconds taken by `calls` calls of fn."""
     start = time.perf_counter()
@@ -558,8 +566,7 @@ def main(argv: list[str] | None = None) -> int:
             peak_seconds=protocol.peak_seconds,
         )
     transformers.logging.set_verbosity_error()
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    use_threads(args.threads)
     torch.manual_seed(0)
 
     log("measuring the fp32 matmul peak")

@@ -23,7 +23,7 @@ from dataclasses import replace
 import torch
 from transformers import BartConfig, BartForConditionalGeneration, DataCollatorForSeq2Seq
 
-from bench.speed import QUICK_PROTOCOL, Protocol, compare, make_optimizer, training_step
+from bench.speed import QUICK_PROTOCOL, Protocol, compare, make_optimizer, training_step, use_threads
 from scratchformer import ScratchformerForConditionalGeneration, train_tokenizer
 from training import common, translate
 
@@ -164,8 +164,7 @@ def main(argv=None) -> int:
     parser.add_argument("--train-samples", type=int, default=PRESET.train_samples)
     parser.add_argument("--test", type=int, default=1000, help="test numbers for the accuracy comparison")
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    use_threads(args.threads)
     protocol = QUICK_PROTOCOL if args.quick else Protocol(pairs=args.pairs)
     data, tokenizer = data_and_tokenizer(PRESET, args.train_samples, args.test)
     config = common.model_config(tokenizer, PRESET, is_encoder_decoder=True, decoder_start_token_id=tokenizer.bos_token_id)
