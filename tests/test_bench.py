@@ -82,3 +82,31 @@ def test_quick_translation_benchmark_writes_speed_and_accuracy(tmp_path):
         row = results["accuracy"][side]
         assert row["steps"] >= 1 and row["train_tokens_per_s"] > 0
         assert 0 <= row["greedy"]["exact_match"] <= 1 and 0 <= row["beam4"]["exact_match"] <= 1
+
+
+def test_thread_count_is_set_only_to_change_it(monkeypatch):
+    import torch
+
+    from bench.speed import use_threads
+
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    use_threads(None)
+    use_threads(torch.get_num_threads())  # re-setting the same count would slow CPU SDPA: skipped
+    assert calls == []
+    use_threads(torch.get_num_threads() + 1)
+    assert calls == [torch.get_num_threads() + 1]
+
+
+def test_attention_microbenchmark_times_both_attentions_in_both_thread_settings(tmp_path):
+    out = tmp_path / "attention.json"
+    command = [sys.executable, "-m", "bench.attention_cpu", "--lengths", "4,8", "--batch-heads", "8",
+               "--seconds", "0.01", "--json", str(out)]
+    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = json.loads(out.read_text())
+    for setting in ("default", "set_num_threads"):
+        assert [row["length"] for row in results[setting]] == [4, 8]
+        for row in results[setting]:
+            for key in ("sdpa_forward_us", "eager_forward_us", "sdpa_train_us", "eager_train_us"):
+                assert math.isfinite(row[key]) and row[key] > 0, f"{setting}.{key}"
