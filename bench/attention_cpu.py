@@ -82,7 +82,8 @@ def main(argv=None) -> int:
           f"{'train sdpa':>10s} {'train eager':>11s} {'ratio':>6s}")
     for worker in ("default", "set_num_threads"):
         command = [sys.executable, "-m", "bench.attention_cpu", "--worker", worker, "--lengths", args.lengths,
-                   "--batch-heads", str(args.batch_heads), "--head-dim", str(args.head_dim), "--seconds", str(args.seconds)]
+                   "--batch-heads", str(args.batch_heads), "--head-dim", str(args.head_dim),
+                   "--seconds", str(args.seconds)]
         rows = json.loads(subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT).stdout)
         results[worker] = rows
         for r in rows:

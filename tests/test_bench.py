@@ -68,7 +68,7 @@ def test_lm_budget_trains_both_models_for_the_same_budget(tmp_path, fake_aclimdb
 def test_quick_translation_benchmark_writes_speed_and_accuracy(tmp_path):
     out = tmp_path / "translate.json"
     command = [sys.executable, "-m", "bench.translate", "--quick", "--threads", "1", "--train-samples", "300",
-               "--test", "20", "--budget-s", "1", "--json", str(out)]
+               "--test", "20", "--budget-s", "1", "--learning-rates", "2e-3,1e-3", "--json", str(out)]
     run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "ours/BART" in run.stdout and "exact match" in run.stdout
@@ -78,10 +78,16 @@ def test_quick_translation_benchmark_writes_speed_and_accuracy(tmp_path):
         for key in ("ratio", "noise", "ours_tokens_per_s", "theirs_tokens_per_s"):
             assert math.isfinite(results[name][key]) and results[name][key] > 0, f"{name}.{key}"
     assert 0 < results["train"]["padding_share"] < 1  # real batches of different lengths
+    runs = results["accuracy_by_learning_rate"]
+    rates = [(run["ours"]["learning_rate"], run["theirs"]["learning_rate"]) for run in runs]
+    assert rates == [(2e-3, 2e-3), (1e-3, 1e-3)]
     for side in ("ours", "theirs"):
-        row = results["accuracy"][side]
-        assert row["steps"] >= 1 and row["train_tokens_per_s"] > 0
-        assert 0 <= row["greedy"]["exact_match"] <= 1 and 0 <= row["beam4"]["exact_match"] <= 1
+        for run in runs:
+            row = run[side]
+            assert row["steps"] >= 1 and row["train_tokens_per_s"] > 0
+            assert 0 <= row["greedy"]["exact_match"] <= 1 and 0 <= row["beam4"]["exact_match"] <= 1
+        best = max(run[side]["beam4"]["exact_match"] for run in runs)
+        assert results["accuracy"][side]["beam4"]["exact_match"] == best  # each side at its best rate
 
 
 def test_thread_count_is_set_only_to_change_it(monkeypatch):
