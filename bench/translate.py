@@ -17,9 +17,9 @@ with an embedding LayerNorm and a final-logits bias; ours is the preset's pre-no
 
 import argparse
 import itertools
-import json
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 from transformers import BartConfig, BartForConditionalGeneration, DataCollatorForSeq2Seq
@@ -199,8 +199,7 @@ def main(argv=None) -> int:
             print(f"{side:6s} at its best lr {row['learning_rate']:g}: exact match greedy "
                   f"{row['greedy']['exact_match']:.2%}, beam4 {row['beam4']['exact_match']:.2%}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+        common.write_json(Path(args.json), results)
     return 0
 
 
