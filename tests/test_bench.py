@@ -1,5 +1,5 @@
-"""Smoke tests of the benchmarks (`bench.speed`, `bench.lm_budget`, `bench.translate`): each runs end to end on a
-tiny setting and writes complete results (no speed targets)."""
+"""Smoke tests of the benchmarks (`bench.speed`, `bench.lm_budget`, `bench.translate`, `bench.attention_cpu`): each
+runs end to end on a tiny setting and writes complete results (no speed targets)."""
 
 import json
 import os
@@ -7,6 +7,10 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+
+import torch
+
+from bench.speed import use_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 RATIO_KEYS = ("train_cls", "train_lm", "decode_greedy", "decode_beam4", "peak_mem", "mfu")
@@ -64,7 +68,6 @@ def test_lm_budget_trains_both_models_for_the_same_budget(tmp_path, fake_aclimdb
     assert math.isclose(report["ratio"], report["ours"]["perplexity"] / report["theirs"]["perplexity"])
 
 
-
 def test_quick_translation_benchmark_writes_speed_and_accuracy(tmp_path):
     out = tmp_path / "translate.json"
     command = [sys.executable, "-m", "bench.translate", "--quick", "--threads", "1", "--train-samples", "300",
@@ -91,10 +94,6 @@ def test_quick_translation_benchmark_writes_speed_and_accuracy(tmp_path):
 
 
 def test_thread_count_is_set_only_to_change_it(monkeypatch):
-    import torch
-
-    from bench.speed import use_threads
-
     calls = []
     monkeypatch.setattr(torch, "set_num_threads", calls.append)
     use_threads(None)
