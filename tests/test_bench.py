@@ -6,13 +6,12 @@ import os
 import math
 import subprocess
 import sys
-from pathlib import Path
 
 import torch
+from conftest import REPO_ROOT
 
 from bench.speed import use_threads
 
-ROOT = Path(__file__).resolve().parents[1]
 RATIO_KEYS = ("train_cls", "train_lm", "decode_greedy", "decode_beam4", "peak_mem", "mfu")
 
 
@@ -29,7 +28,7 @@ def test_quick_speed_benchmark_writes_every_ratio(tmp_path):
     out = tmp_path / "speed.json"
     # One thread: on a shared 2-core machine, two OpenMP threads stall whenever the other core is busy.
     command = [sys.executable, "-m", "bench.speed", "--quick", "--threads", "1", "--json", str(out)]
-    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "train_cls" in run.stdout and "noise" in run.stdout  # the table, with the noise floor column
 
@@ -53,7 +52,7 @@ def test_lm_budget_trains_both_models_for_the_same_budget(tmp_path, fake_aclimdb
     out = tmp_path / "lm.json"
     command = [sys.executable, "-m", "bench.lm_budget", "--preset", "tiny", "--data-source", str(fake_aclimdb),
                "--output-dir", str(tmp_path / "run"), "--budget-s", "1", "--json", str(out)]
-    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
+    run = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
                          env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
     assert run.returncode == 0, run.stderr[-3000:]
     assert "perplexity ratio" in run.stdout
@@ -72,7 +71,7 @@ def test_quick_translation_benchmark_writes_speed_and_accuracy(tmp_path):
     out = tmp_path / "translate.json"
     command = [sys.executable, "-m", "bench.translate", "--quick", "--threads", "1", "--train-samples", "300",
                "--test", "20", "--budget-s", "1", "--learning-rates", "2e-3,1e-3", "--json", str(out)]
-    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "ours/BART" in run.stdout and "exact match" in run.stdout
 
@@ -107,7 +106,7 @@ def test_attention_microbenchmark_times_both_attentions_in_both_thread_settings(
     out = tmp_path / "attention.json"
     command = [sys.executable, "-m", "bench.attention_cpu", "--lengths", "4,8", "--batch-heads", "8",
                "--seconds", "0.01", "--json", str(out)]
-    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     results = json.loads(out.read_text())
     for setting in ("default", "set_num_threads"):

@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import REPO_ROOT
 
 
 def test_quickstart_runs_and_reloads_identically(tmp_path):

@@ -7,7 +7,7 @@ import sys
 import textwrap
 
 import torch
-from conftest import tiny_config
+from conftest import REPO_ROOT, tiny_config
 
 from scratchformer import (
     ScratchformerForCausalLM,
@@ -17,7 +17,6 @@ from scratchformer import (
     ScratchformerModel,
 )
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Runs in a child process: hide the (editable) install of scratchformer, prove it is gone, then load each folder.
 CHILD = textwrap.dedent(
