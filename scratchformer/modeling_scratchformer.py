@@ -16,6 +16,7 @@ Read it top to bottom; each idea is one named piece:
 """
 
 import copy
+import functools
 import math
 from collections.abc import Callable
 
@@ -142,10 +143,15 @@ class RealTokens:
     """
 
     def __init__(self, attention_mask: torch.Tensor):
+        self.attention_mask = attention_mask
         self.shape = attention_mask.shape
         self.indices = attention_mask.flatten().nonzero().squeeze(1)
-        # Padding only after each row's real tokens (right padding): causal attention never looks forward onto it.
-        self.right_padded = bool((attention_mask[:, 1:] <= attention_mask[:, :-1]).all())
+
+    @functools.cached_property
+    def right_padded(self) -> bool:
+        """Padding only after each row's real tokens: causal attention never looks forward onto it (asked by causal
+        stacks only)."""
+        return bool((self.attention_mask[:, 1:] <= self.attention_mask[:, :-1]).all())
 
     def select(self, x: torch.Tensor) -> torch.Tensor:
         """[B, L, ...] -> [N, ...]: the real tokens only."""
