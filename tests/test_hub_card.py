@@ -10,13 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import REPO_ROOT
 from huggingface_hub import ModelCard, metadata_load
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
 from hub_card import ModelFolderError, build_model_card, validate_model_dir, write_model_card
 from scratchformer.configuration_scratchformer import AUTO_MAP
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 FULL_METRICS = {
     "accuracy": 0.8731, "f1": 0.8702, "eval_loss": 0.3125, "wall_time_s": 754.2, "preset": "small",
     "hardware": "2-core CPU", "command": "python -m training.train --preset small", "num_parameters": 999,
