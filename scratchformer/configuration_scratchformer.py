@@ -59,7 +59,7 @@ class ScratchformerConfig(PreTrainedConfig):
     """
 
     model_type = "scratchformer"
-    keys_to_ignore_at_inference = ["past_key_values"]
+    keys_to_ignore_at_inference = ["cache", "past_key_values"]  # the cache output, under its 5.24 and 5.23 names
 
     vocab_size: int = 16000
     hidden_size: int = 256

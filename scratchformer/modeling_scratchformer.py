@@ -45,6 +45,7 @@ from transformers.utils import can_return_tuple
 from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
+from .compat import accepts_either_cache_name, cache_field, cache_of
 from .configuration_scratchformer import ScratchformerConfig
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -278,7 +279,7 @@ class ScratchformerAttention(nn.Module):
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         encoder_hidden_states: torch.Tensor | None = None,
         tokens: RealTokens | None = None,
         source_tokens: RealTokens | None = None,
@@ -289,16 +290,17 @@ class ScratchformerAttention(nn.Module):
         if self.is_cross_attention:
             (query,) = self.project(hidden_states, "q", tokens)
             # No rotary here: decoder and source positions live on different axes, their difference means nothing.
-            key, value = self.source_keys_values(encoder_hidden_states, past_key_values, source_tokens)
+            key, value = self.source_keys_values(encoder_hidden_states, cache, source_tokens)
         else:
             query, key, value = self.project(hidden_states, "qkv", tokens)
             if position_embeddings is not None:  # rotary positions
                 cos, sin = position_embeddings
                 query, key = apply_rotary(query, cos, sin), apply_rotary(key, cos, sin)
-            if past_key_values is not None:  # append this step's keys/values to the cache, attend over all of them
-                if isinstance(past_key_values, EncoderDecoderCache):
-                    past_key_values = past_key_values.self_attention_cache
-                key, value = past_key_values.update(key, value, self.layer_idx)
+            if cache is not None:  # append this step's keys/values to the cache, attend over all of them
+                if isinstance(cache, EncoderDecoderCache):
+                    cache = cache.self_attention_cache
+                # kwargs reach the cache: a paged cache (continuous batching) reads its write indices there.
+                key, value = cache.update(key, value, self.layer_idx, kwargs=kwargs)
 
         attention_function: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
@@ -319,12 +321,12 @@ class ScratchformerAttention(nn.Module):
         return self.o_proj(output), weights
 
     def source_keys_values(
-        self, encoder_hidden_states: torch.Tensor, past_key_values: Cache | None, source_tokens: RealTokens | None
+        self, encoder_hidden_states: torch.Tensor, cache: Cache | None, source_tokens: RealTokens | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Cross-attention keys/values of the encoder output: computed once per source, then read from the cache."""
         if encoder_hidden_states is None:
             raise ValueError("Cross-attention needs encoder_hidden_states (the encoder's output for the source)")
-        cache = past_key_values if isinstance(past_key_values, EncoderDecoderCache) else None
+        cache = cache if isinstance(cache, EncoderDecoderCache) else None
         if cache is not None and cache.is_updated.get(self.layer_idx):  # every decoding step after the first
             layer = cache.cross_attention_cache.layers[self.layer_idx]
             return layer.keys, layer.values
@@ -395,7 +397,7 @@ class ScratchformerBlock(GradientCheckpointingLayer):
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         encoder_hidden_states: torch.Tensor | None = None,
         encoder_attention_mask: torch.Tensor | None = None,
         **kwargs,
@@ -404,7 +406,7 @@ class ScratchformerBlock(GradientCheckpointingLayer):
             self.attention_residual.sublayer_input(hidden_states),
             attention_mask=attention_mask,
             position_embeddings=position_embeddings,
-            past_key_values=past_key_values,
+            cache=cache,
             **kwargs,
         )
         hidden_states = self.attention_residual.add(hidden_states, attended)
@@ -412,7 +414,7 @@ class ScratchformerBlock(GradientCheckpointingLayer):
             attended, _ = self.cross_attention(
                 self.cross_attention_residual.sublayer_input(hidden_states),
                 attention_mask=encoder_attention_mask,
-                past_key_values=past_key_values,
+                cache=cache,
                 encoder_hidden_states=encoder_hidden_states,
                 **kwargs,
             )
@@ -432,7 +434,7 @@ class ScratchformerPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
     _no_split_modules = ["ScratchformerBlock"]
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = ["cache", "past_key_values"]  # 5.24 passes the cache as `cache`, 5.23 as the other
     _supports_sdpa = True
     _supports_flash_attn = True
     _supports_flex_attn = True
@@ -502,6 +504,7 @@ class ScratchformerModel(ScratchformerPreTrainedModel):
     def set_input_embeddings(self, value):
         self.embeddings.token_embeddings = value
 
+    @accepts_either_cache_name
     @merge_with_config_defaults
     @capture_outputs
     def forward(
@@ -509,7 +512,7 @@ class ScratchformerModel(ScratchformerPreTrainedModel):
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
         encoder_hidden_states: torch.Tensor | None = None,
@@ -525,14 +528,14 @@ class ScratchformerModel(ScratchformerPreTrainedModel):
             check_sources_not_empty(attention_mask)
         if not self.is_causal:
             use_cache = False  # an encoder sees the whole sequence at once: nothing to cache
-        if use_cache and past_key_values is None:
-            past_key_values = (
+        if use_cache and cache is None:
+            cache = (
                 EncoderDecoderCache(DynamicCache(config=self.config), DynamicCache(config=self.config))
                 if self.stack == "decoder"
                 else DynamicCache(config=self.config)
             )
 
-        past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
+        past_length = cache.get_seq_length() if cache is not None else 0
         length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
         if past_length + length > self.config.max_position_embeddings:
             raise ValueError(
@@ -551,7 +554,7 @@ class ScratchformerModel(ScratchformerPreTrainedModel):
         # The padding's outputs are dropped, and a real token's causal view of a right-padded row holds no padding:
         # the causal mask alone will do (SDPA then runs its faster is_causal kernel).
         padding_mask = None if tokens is not None and self.is_causal and tokens.right_padded else attention_mask
-        mask = self._attention_mask(hidden_states, padding_mask, past_key_values, position_ids)
+        mask = self._attention_mask(hidden_states, padding_mask, cache, position_ids)
         cross = {}
         if self.stack == "decoder":
             if encoder_hidden_states is None:
@@ -577,12 +580,14 @@ class ScratchformerModel(ScratchformerPreTrainedModel):
         if tokens is not None:
             hidden_states = tokens.select(hidden_states)
 
+        # Gradient checkpointing replays each block in backward: a cache there would be written twice.
+        replayed = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
         for block in self.layers:
             hidden_states = block(
                 hidden_states,
                 attention_mask=mask,
                 position_embeddings=rotary,
-                past_key_values=past_key_values,
+                cache=None if replayed else cache,
                 tokens=tokens,
                 **cross,
                 **kwargs,
@@ -591,20 +596,15 @@ class ScratchformerModel(ScratchformerPreTrainedModel):
         if tokens is not None:
             hidden_states = tokens.scatter(hidden_states)
         output_class = BaseModelOutputWithPastAndCrossAttentions if self.stack == "decoder" else BaseModelOutputWithPast
-        return output_class(last_hidden_state=hidden_states, past_key_values=past_key_values)
+        return output_class(last_hidden_state=hidden_states, **cache_field(cache))
 
-    def _attention_mask(self, hidden_states, attention_mask, past_key_values, position_ids):
+    def _attention_mask(self, hidden_states, attention_mask, cache, position_ids):
         """Padding (+ causal) mask in whatever form the chosen attention backend wants."""
         if self.is_causal:
-            if isinstance(past_key_values, EncoderDecoderCache):  # the mask spans the decoder's own past only
-                past_key_values = past_key_values.self_attention_cache
-            return create_causal_mask(
-                config=self.config,
-                inputs_embeds=hidden_states,
-                attention_mask=attention_mask,
-                past_key_values=past_key_values,
-                position_ids=position_ids,
-            )
+            if isinstance(cache, EncoderDecoderCache):  # the mask spans the decoder's own past only
+                cache = cache.self_attention_cache
+            # The cache goes positionally: its keyword is `cache` from transformers 5.24, `past_key_values` before.
+            return create_causal_mask(self.config, hidden_states, attention_mask, cache, position_ids)
         return create_bidirectional_mask(config=self.config, inputs_embeds=hidden_states, attention_mask=attention_mask)
 
     def _check_token_ids(self, input_ids: torch.Tensor) -> None:
@@ -678,13 +678,14 @@ class ScratchformerForCausalLM(ScratchformerPreTrainedModel, GenerationMixin):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
 
+    @accepts_either_cache_name
     @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
@@ -696,7 +697,7 @@ class ScratchformerForCausalLM(ScratchformerPreTrainedModel, GenerationMixin):
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             **kwargs,
@@ -708,7 +709,7 @@ class ScratchformerForCausalLM(ScratchformerPreTrainedModel, GenerationMixin):
         return CausalLMOutputWithPast(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
+            **cache_field(cache_of(outputs)),
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
@@ -877,6 +878,7 @@ class ScratchformerForConditionalGeneration(ScratchformerPreTrainedModel, Genera
     def get_decoder(self):
         return self.decoder
 
+    @accepts_either_cache_name
     @can_return_tuple
     def forward(
         self,
@@ -885,7 +887,7 @@ class ScratchformerForConditionalGeneration(ScratchformerPreTrainedModel, Genera
         decoder_input_ids: torch.LongTensor | None = None,
         decoder_attention_mask: torch.Tensor | None = None,
         encoder_outputs: BaseModelOutput | tuple | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         decoder_inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
@@ -917,7 +919,7 @@ class ScratchformerForConditionalGeneration(ScratchformerPreTrainedModel, Genera
             inputs_embeds=decoder_inputs_embeds,
             encoder_hidden_states=encoder_outputs.last_hidden_state,
             encoder_attention_mask=attention_mask,
-            past_key_values=past_key_values,
+            cache=cache,
             use_cache=use_cache,
             **kwargs,
         )
@@ -928,7 +930,7 @@ class ScratchformerForConditionalGeneration(ScratchformerPreTrainedModel, Genera
         return Seq2SeqLMOutput(
             loss=loss,
             logits=logits,
-            past_key_values=decoder_outputs.past_key_values,
+            **cache_field(cache_of(decoder_outputs)),
             decoder_hidden_states=decoder_outputs.hidden_states,
             decoder_attentions=decoder_outputs.attentions,
             cross_attentions=decoder_outputs.cross_attentions,
@@ -937,11 +939,11 @@ class ScratchformerForConditionalGeneration(ScratchformerPreTrainedModel, Genera
             encoder_attentions=encoder_outputs.attentions,
         )
 
-    def _reorder_cache(self, past_key_values: EncoderDecoderCache, beam_idx: torch.LongTensor) -> EncoderDecoderCache:
+    def _reorder_cache(self, cache: EncoderDecoderCache, beam_idx: torch.LongTensor) -> EncoderDecoderCache:
         """Beam search: follow the surviving beams in the decoder's own keys/values. The cross-attention keys/values
         stay put: beams never move between sources, and all beams of one source share the same encoder output."""
-        past_key_values.self_attention_cache.reorder_cache(beam_idx)
-        return past_key_values
+        cache.self_attention_cache.reorder_cache(beam_idx)
+        return cache
 
     def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor) -> torch.Tensor:
         """Used by DataCollatorForSeq2Seq to build decoder inputs once per batch."""

@@ -6,6 +6,7 @@ from conftest import tiny_config
 from transformers import TextStreamer
 
 from scratchformer import ScratchformerForCausalLM
+from scratchformer.compat import cache_of
 
 
 @pytest.fixture(params=["learned", "rotary"])
@@ -23,10 +24,10 @@ def test_cached_logits_equal_uncached_logits(model):
     ids = torch.randint(5, 400, (2, 12))
     full = model(ids, use_cache=False).logits
     prefix = model(ids[:, :8], use_cache=True)
-    cache, steps = prefix.past_key_values, [prefix.logits]
+    cache, steps = cache_of(prefix), [prefix.logits]
     for t in range(8, 12):
-        out = model(ids[:, t : t + 1], past_key_values=cache, use_cache=True)
-        cache = out.past_key_values
+        out = model(ids[:, t : t + 1], cache=cache, use_cache=True)
+        cache = cache_of(out)
         steps.append(out.logits)
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-4)
 

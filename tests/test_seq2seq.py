@@ -10,6 +10,7 @@ from test_modeling import count_mlp_rows
 from transformers import AutoModelForSeq2SeqLM, EncoderDecoderCache
 
 from scratchformer import ScratchformerConfig, ScratchformerForConditionalGeneration, ScratchformerModel
+from scratchformer.compat import cache_of
 from scratchformer.modeling_scratchformer import shift_tokens_right
 
 START = 1
@@ -106,11 +107,11 @@ def test_cached_decoding_equals_uncached_logits_and_encodes_the_source_once(mode
     full = model(encoder_outputs=encoded, decoder_input_ids=tgt, use_cache=False).logits
     source_projections = count_source_projections(model)
     prefix = model(encoder_outputs=encoded, decoder_input_ids=tgt[:, :4], use_cache=True)
-    cache, steps = prefix.past_key_values, [prefix.logits]
+    cache, steps = cache_of(prefix), [prefix.logits]
     assert isinstance(cache, EncoderDecoderCache)
     for t in range(4, 9):
-        out = model(encoder_outputs=encoded, decoder_input_ids=tgt[:, t : t + 1], past_key_values=cache, use_cache=True)
-        cache = out.past_key_values
+        out = model(encoder_outputs=encoded, decoder_input_ids=tgt[:, t : t + 1], cache=cache, use_cache=True)
+        cache = cache_of(out)
         steps.append(out.logits)
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-4)
     assert source_projections[0] == len(model.decoder.layers)  # once per layer, not once per step

@@ -1,0 +1,46 @@
+"""Every difference between the transformers releases we support (5.23 onwards), in one place.
+
+transformers 5.24 renamed the KV cache's argument and output field from `past_key_values` to `cache`: generate()
+passes `cache=` to forward and reads `outputs.cache`, where 5.23 passes and reads `past_key_values`. The model says
+`cache` throughout; these helpers translate at its edges. This file is saved with the model code, so remote-code
+users get the same translation for whatever release they have.
+"""
+
+import functools
+import inspect
+
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+# The name the installed release uses, told by feature (is `cache` a field of the built-in outputs?), not by version.
+CACHE_NAME = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
+LEGACY_CACHE_NAME = "past_key_values"
+
+
+def cache_field(cache) -> dict:
+    """The cache as a keyword of a built-in output class, under the field name the installed release has."""
+    return {CACHE_NAME: cache}
+
+
+def cache_of(outputs):
+    """The cache a model output carries, read under the installed release's field name (no deprecation warning)."""
+    return getattr(outputs, CACHE_NAME)
+
+
+def accepts_either_cache_name(forward):
+    """Let a forward whose KV-cache parameter is `cache` also be called with `past_key_values=`, and show callers
+    (generate() and Trainer read forward's signature) the parameter under the installed release's name."""
+    signature = inspect.signature(forward)
+    parameters = [p.replace(name=CACHE_NAME) if p.name == "cache" else p for p in signature.parameters.values()]
+
+    @functools.wraps(forward)
+    def forward_with_either_name(*args, **kwargs):
+        if LEGACY_CACHE_NAME in kwargs:
+            legacy = kwargs.pop(LEGACY_CACHE_NAME)
+            if legacy is not None and kwargs.get("cache") is not None:
+                raise ValueError("Pass the KV cache once: as `cache` or as `past_key_values`, not both")
+            if legacy is not None or "cache" not in kwargs:
+                kwargs["cache"] = legacy
+        return forward(*args, **kwargs)
+
+    forward_with_either_name.__signature__ = signature.replace(parameters=parameters)
+    return forward_with_either_name
