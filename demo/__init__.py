@@ -1,0 +1,1 @@
+"""`python -m demo MODEL [MODEL ...]`: a Gradio page that shows scratchformer models at work."""
