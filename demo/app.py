@@ -318,7 +318,8 @@ def build(models: list[LoadedModel]):
                         decoding = gr.Radio(["default", "greedy", "beam", "sampling"], value="default",
                                             label="decoding ('default': the folder's generation_config.json)")
                         window = model_limit(loaded)
-                        max_new = gr.Slider(1, window - 1, value=min(64, window // 2), step=1, label="new tokens")
+                        max_new = gr.Slider(1, window - 1, value=min(64, window // 2), step=1, label="new tokens",
+                                            elem_id="generate-max-new")
                         beams = gr.Slider(2, 8, value=4, step=1, label="beams")
                         temperature = gr.Slider(0.1, 2.0, value=0.8, label="temperature")
                         top_p = gr.Slider(0.1, 1.0, value=0.95, label="top-p")

@@ -48,7 +48,8 @@ def folders(tmp_path_factory, tokenizer):
     classifier = ScratchformerForSequenceClassification(
         tiny_config(**vocab, num_labels=2, id2label={0: "NEGATIVE", 1: "POSITIVE"}, label2id={"NEGATIVE": 0, "POSITIVE": 1})
     )
-    lm = ScratchformerForCausalLM(tiny_config(**vocab, position_embedding_type="rotary"))
+    # A window of 256 positions: the browser test asks for 250 new tokens, long enough to watch them stream in.
+    lm = ScratchformerForCausalLM(tiny_config(**vocab, position_embedding_type="rotary", max_position_embeddings=256))
     seq2seq = ScratchformerForConditionalGeneration(
         tiny_config(**vocab, is_encoder_decoder=True, decoder_start_token_id=tokenizer.bos_token_id, encoder_layers=1,
                     decoder_layers=1)
@@ -60,7 +61,9 @@ def folders(tmp_path_factory, tokenizer):
     }
     for name, model in models.items():
         model.save_pretrained(root / name)
+        tokenizer.model_max_length = model.config.max_position_embeddings
         tokenizer.save_pretrained(root / name)
+    tokenizer.model_max_length = 64
     return {name: str(root / name) for name in models}
 
 
@@ -108,8 +111,8 @@ def test_generation_streams_growing_text_and_beam_search_ends_with_the_same_as_g
     (beam, _), = app.generate_stream(loaded, "honestly a", "beam", 6, 3, 1.0, 1.0)
     expected = loaded.model.generate(**inputs, max_new_tokens=6, num_beams=3, do_sample=False)
     assert beam == loaded.tokenizer.decode(expected[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
-    *_, (text, note) = app.generate_stream(loaded, "a great film " * 40, "greedy", 30, 2, 1.0, 1.0)
-    assert "its last 63 were kept" in note and "Only 1 new tokens fit" in note
+    *_, (text, note) = app.generate_stream(loaded, "a great film " * 100, "greedy", 30, 2, 1.0, 1.0)
+    assert "its last 255 were kept" in note and "Only 1 new tokens fit" in note
     with pytest.raises(app.DemoInputError, match="prompt is empty"):
         next(app.generate_stream(loaded, "", "greedy", 4, 2, 1.0, 1.0))
 
@@ -215,6 +218,8 @@ def test_browser_generate_with_an_empty_prompt_shows_the_error(page, tmp_path):
 def test_browser_generation_streams_in(page, tmp_path):
     page.click("#tab-generate-button")
     page.fill("#generate-prompt textarea", "honestly a")
+    page.fill("#generate-max-new input[type=number]", "250")
+    page.press("#generate-max-new input[type=number]", "Enter")
     # Record every value the output box takes while it fills: streaming shows several growing texts.
     page.evaluate("""() => {
         window.seen = [];
