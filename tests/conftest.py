@@ -79,9 +79,10 @@ def fake_aclimdb(tmp_path_factory):
 
 
 def kill_after_first_checkpoint(process, checkpoints, timeout_s: float = 300) -> None:
-    """SIGKILL a recipe subprocess as soon as its first complete checkpoint appears in `checkpoints`."""
+    """SIGKILL a recipe subprocess as soon as its first complete checkpoint (one with its manifest, written last)
+    appears in `checkpoints`."""
     deadline = time.time() + timeout_s
-    while not any((c / "trainer_state.json").exists() for c in checkpoints.glob("checkpoint-*")):
+    while not any((c / "checkpoint-complete.json").exists() for c in checkpoints.glob("checkpoint-*")):
         assert process.poll() is None, f"the run ended before it could be killed: {process.stderr.read()[-2000:]}"
         assert time.time() < deadline, "no checkpoint appeared"
         time.sleep(0.05)

@@ -67,12 +67,14 @@ def test_a_killed_run_resumes_to_the_same_final_weights(tmp_path):
     assert not (checkpoints / "checkpoint-15").exists()  # ... before the end of training
     # Mark the checkpoint's log history (plots ignore an entry without loss or metric): a run that really goes on
     # from the checkpoint carries the mark into its final state, a run that starts over does not.
-    state_file = max((c / "trainer_state.json" for c in checkpoints.glob("checkpoint-*") if (c / "trainer_state.json").exists()),
+    state_file = max((c / "trainer_state.json" for c in checkpoints.glob("checkpoint-*") if (c / "checkpoint-complete.json").exists()),
                      key=lambda path: int(path.parent.name.split("-")[1]))
     state = json.loads(state_file.read_text())
     mark = {"step": state["global_step"], "resumed_from": state_file.parent.name}
     state["log_history"].append(mark)
     state_file.write_text(json.dumps(state))
+    manifest = state_file.parent / "checkpoint-complete.json"  # an edit on purpose: keep the checkpoint whole
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), state_file.name: state_file.stat().st_size}))
 
     translate_recipe(killed, *settings, "--resume")
     assert mark in json.loads((checkpoints / "checkpoint-15" / "trainer_state.json").read_text())["log_history"]

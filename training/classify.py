@@ -7,7 +7,7 @@ training_curve.png, attention.png and the model card (README.md).
 """
 
 import numpy as np
-from transformers import DataCollatorForLanguageModeling, DataCollatorWithPadding, Trainer, set_seed
+from transformers import DataCollatorForLanguageModeling, DataCollatorWithPadding, set_seed
 
 from scratchformer import ScratchformerForMaskedLM, ScratchformerForSequenceClassification
 
@@ -46,23 +46,25 @@ def model_config(tokenizer, preset: common.Preset, **settings):
     )
 
 
-def pretrain(args, preset, tokenizer, train, work):
+def pretrain(args, preset, tokenizer, train, output, stopwatch):
     """Masked-LM pre-training on the train reviews; returns the folder of the pre-trained weights (or None)."""
     if preset.pretrain_epochs <= 0:
         return None
+    work = output / common.WORK
     final = work / "pretrain" / "final"
-    if (final / "model.safetensors").exists():
+    if (final / "model.safetensors").exists():  # saved atomically: there means whole
         return final
+    common.enter_phase(output, "pretrain")
     set_seed(args.seed)  # weight initialisation happens before Trainer seeds anything
     model = ScratchformerForMaskedLM(model_config(tokenizer, preset, sparse_prediction=True))
-    trainer = Trainer(
+    trainer = common.RecipeTrainer(
         model=model,
         args=common.training_arguments(work / "pretrain", preset, args.seed, preset.pretrain_epochs),
         train_dataset=train.remove_columns(["label"]),
         data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=True, mlm_probability=0.15),
         processing_class=tokenizer,
     )
-    common.run_phase(trainer, work / "pretrain", args.resume)
+    common.run_phase(trainer, work / "pretrain", args.resume, stopwatch)
     if trainer.is_world_process_zero():
         common.save_atomically(trainer.model.save_pretrained, final)
     trainer.accelerator.wait_for_everyone()
@@ -78,9 +80,12 @@ def main(argv=None):
     args = common.parse_args(__doc__.splitlines()[0], PRESETS, "runs/imdb-classify", argv)
     preset = args.preset_values
     output = common.prepare_output_dir(args)
+    if args.resume and common.run_is_complete(output):
+        return 0
     work = output / common.WORK
     stopwatch = common.Stopwatch(output)
 
+    common.enter_phase(output, "data")
     data = common.load_data(args)
     add_bos = preset.classifier_pooling == "cls"  # cls pooling reads the <s> vector
     tokenizer = common.tokenizer_for(data["train"]["text"], work, preset, add_bos_token=add_bos)
@@ -90,14 +95,15 @@ def main(argv=None):
         remove_columns=["text"],
     )
 
-    pretrained = pretrain(args, preset, tokenizer, encoded["train"], work)
+    pretrained = pretrain(args, preset, tokenizer, encoded["train"], output, stopwatch)
     set_seed(args.seed)
     if pretrained is not None:
         model = ScratchformerForSequenceClassification.from_pretrained(pretrained, config=model_config(tokenizer, preset))
     else:
         model = ScratchformerForSequenceClassification(model_config(tokenizer, preset))
 
-    trainer = Trainer(
+    common.enter_phase(output, "finetune")
+    trainer = common.RecipeTrainer(
         model=model,
         args=common.training_arguments(work / "finetune", preset, args.seed, preset.epochs, eval_strategy="epoch"),
         train_dataset=encoded["train"],
@@ -106,8 +112,9 @@ def main(argv=None):
         processing_class=tokenizer,
         compute_metrics=compute_metrics,
     )
-    common.run_phase(trainer, work / "finetune", args.resume)
+    common.run_phase(trainer, work / "finetune", args.resume, stopwatch)
 
+    common.enter_phase(output, "evaluate")
     test = trainer.predict(encoded["test"], metric_key_prefix="test")
     scores = classification_metrics().compute(predictions=np.argmax(test.predictions, -1), references=test.label_ids)
     if trainer.is_world_process_zero():

@@ -7,12 +7,15 @@ import platform
 import shutil
 import sys
 import time
+import zipfile
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
 from accelerate import PartialState
-from transformers import AutoTokenizer, TrainingArguments
+from transformers import AutoTokenizer, Seq2SeqTrainer, Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_pt_utils import LengthGroupedSampler
+from transformers.utils import logging
 
 from scratchformer import ScratchformerConfig, train_tokenizer
 
@@ -20,6 +23,8 @@ from .data import load_imdb
 
 
 WORK = "work"  # sub-folder of the output folder with everything a resumed run needs; not published
+PUBLISH = "publish"  # work/publish: the Hub-ready files, staged whole before they move to the top level
+logger = logging.get_logger("training")
 
 
 @dataclass(frozen=True)
@@ -143,6 +148,7 @@ def tokenizer_for(texts, work: Path, preset: Preset, **kwargs):
     path = work / "tokenizer"
     with process_state().main_process_first():
         if not (path / "tokenizer.json").exists():
+            enter_phase(work.parent, "tokenizer")
             tokenizer = train_tokenizer(texts, vocab_size=preset.vocab_size, model_max_length=preset.max_length, **kwargs)
             save_atomically(tokenizer.save_pretrained, path)
         return AutoTokenizer.from_pretrained(path)
@@ -178,9 +184,20 @@ def save_atomically(save, path: Path) -> None:
 
 def write_json(path: Path, data) -> None:
     """Write JSON atomically."""
+    write_text(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write a text file atomically: a kill leaves the old file or the new one, never a part."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def enter_phase(output: Path, phase: str) -> None:
+    """Record which phase the run is in (work/phase.txt): where a killed run stopped, for its user and the chaos test."""
+    if process_state().is_main_process:
+        write_text(output / WORK / "phase.txt", phase + "\n")
 
 
 def training_arguments(
@@ -214,17 +231,113 @@ def training_arguments(
     return arguments_class(**settings)
 
 
+MANIFEST = "checkpoint-complete.json"  # written last into a checkpoint: its files and their sizes
+
+
+class CheckpointManifest(TrainerCallback):
+    """Mark a checkpoint complete once the Trainer has written all of it: a manifest of its files and their sizes,
+    written atomically after them. A checkpoint without one (a kill mid-save) never counts."""
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            sizes = {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file() and p.name != MANIFEST}
+            write_json(folder / MANIFEST, sizes)
+
+
+def checkpoint_problem(folder: Path) -> str | None:
+    """Why a checkpoint cannot be resumed from, or None when it is whole: its manifest lists every file at its
+    written size, its JSON parses, its safetensors headers cover their files, its torch archives pass their CRCs."""
+    try:
+        sizes = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return "no complete manifest: its save did not finish"
+    for name, size in sizes.items():
+        path = folder / name
+        if not path.is_file() or path.stat().st_size != size:
+            return f"{name} is missing or not {size} bytes"
+        try:
+            if name.endswith(".json"):
+                json.loads(path.read_text())
+            elif name.endswith(".safetensors"):
+                with open(path, "rb") as f:
+                    header_size = int.from_bytes(f.read(8), "little")
+                    if header_size > size - 8:
+                        raise ValueError("its header is longer than the file")
+                    header = json.loads(f.read(header_size))
+                end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+                if 8 + header_size + end != size:
+                    raise ValueError("its tensors do not fill the file")
+            elif name.endswith((".pt", ".pth", ".bin")):  # torch.save writes zip archives
+                with zipfile.ZipFile(path) as archive:
+                    if archive.testzip() is not None:
+                        raise ValueError("a CRC check failed")
+        except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as error:
+            return f"{name} is corrupt ({error})"
+    return None
+
+
 def last_complete_checkpoint(folder: Path) -> str | None:
-    """The newest checkpoint-N folder whose save finished (a run killed mid-save leaves a partial one)."""
-    complete = [
-        path for path in folder.glob("checkpoint-*")
-        if path.name.split("-")[-1].isdigit() and (path / "trainer_state.json").exists() and (path / "model.safetensors").exists()
-    ]
-    return str(max(complete, key=lambda p: int(p.name.split("-")[-1]))) if complete else None
+    """The newest checkpoint-N folder that is whole (see checkpoint_problem). A newer one that is not is reported in
+    one line and removed, so the Trainer writes that step afresh."""
+    checkpoints = sorted(
+        (p for p in folder.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+        key=lambda p: int(p.name.split("-")[-1]), reverse=True,
+    )
+    for checkpoint in checkpoints:
+        problem = checkpoint_problem(checkpoint)
+        if problem is None:
+            return str(checkpoint)
+        logger.warning(f"Skipping checkpoint {checkpoint}: {problem}; resuming from the one before it")
+        if process_state().is_main_process:
+            shutil.rmtree(checkpoint, ignore_errors=True)
+    return None
 
 
-def run_phase(trainer, folder: Path, resume: bool) -> None:
-    """Train, continuing from the last complete checkpoint in folder when resuming."""
+class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
+    """group_by_length's order as a function of the seed and the epoch alone. transformers' sampler draws it from
+    the global RNG, whose state at an epoch's start differs between a resumed and an uninterrupted run."""
+
+    def __init__(self, *args, seed: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:  # accelerate's data loader calls it at each epoch
+        self.epoch = epoch
+
+    def __iter__(self):
+        self.generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return super().__iter__()
+
+
+class ExactResume:
+    """Trainer mixin for runs that resume exactly: checkpoints count only when whole (CheckpointManifest), and the
+    group_by_length batches are the same whether or not the run was interrupted."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.add_callback(CheckpointManifest())
+
+    def _get_train_sampler(self, train_dataset=None):
+        sampler = super()._get_train_sampler(train_dataset)
+        if type(sampler) is LengthGroupedSampler:
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            sampler = EpochSeededLengthGroupedSampler(sampler.batch_size, lengths=sampler.lengths, seed=seed)
+        return sampler
+
+
+class RecipeTrainer(ExactResume, Trainer):
+    """The recipes' Trainer."""
+
+
+class RecipeSeq2SeqTrainer(ExactResume, Seq2SeqTrainer):
+    """The recipes' Seq2SeqTrainer."""
+
+
+def run_phase(trainer, folder: Path, resume: bool, stopwatch: "Stopwatch") -> None:
+    """Train, continuing from the last complete checkpoint in folder when resuming; the stopwatch is saved with
+    each checkpoint, so the run's wall time survives a kill."""
+    trainer.add_callback(stopwatch.callback())
     checkpoint = last_complete_checkpoint(folder) if resume else None
     trainer.train(resume_from_checkpoint=checkpoint)
 
@@ -239,18 +352,31 @@ def hardware() -> str:
 
 
 class Stopwatch:
-    """Wall time of the whole run, kept across --resume in the output folder."""
+    """Wall time of the whole run, kept across --resume in the output folder (written atomically)."""
 
     def __init__(self, output: Path):
         self.file = output / WORK / "elapsed_s.txt"
-        self.before = float(self.file.read_text()) if self.file.exists() else 0.0
+        try:
+            self.before = float(self.file.read_text())
+        except (OSError, ValueError):
+            self.before = 0.0
         self.start = time.time()
 
     def total(self) -> float:
         elapsed = self.before + time.time() - self.start
         if process_state().is_main_process:
-            self.file.write_text(f"{elapsed:.1f}")
+            write_text(self.file, f"{elapsed:.1f}")
         return elapsed
+
+    def callback(self) -> TrainerCallback:
+        """A Trainer callback that saves the elapsed time with each checkpoint."""
+        stopwatch = self
+
+        class SaveElapsed(TrainerCallback):
+            def on_save(self, args, state, control, **kwargs):
+                stopwatch.total()
+
+        return SaveElapsed()
 
 
 def base_metrics(args, model, wall_time_s: float, data) -> dict:
@@ -258,7 +384,8 @@ def base_metrics(args, model, wall_time_s: float, data) -> dict:
     return {
         "preset": args.preset,
         "preset_values": asdict(args.preset_values),
-        "command": "python -m " + " ".join([sys.modules["__main__"].__spec__.name if sys.modules["__main__"].__spec__ else sys.argv[0]] + sys.argv[1:]),
+        "command": "python -m " + " ".join([sys.modules["__main__"].__spec__.name if sys.modules["__main__"].__spec__ else sys.argv[0]]
+                                           + [a for a in sys.argv[1:] if a != "--resume"]),  # how to run it again
         "seed": args.seed,
         "hardware": hardware(),
         "wall_time_s": round(wall_time_s, 1),
@@ -323,17 +450,51 @@ def plot_attention(model, tokenizer, text: str, path: Path, max_tokens: int = 40
 
 
 def finish(output: Path, trainer, tokenizer, metrics: dict, curve_metric: str, title: str, sample_text: str,
-           attention_plot=plot_attention) -> None:
-    """Write the Hub-ready folder: weights + code, tokenizer, metrics.json, the two plots and the model card.
+           attention_plot=plot_attention, extra_json: dict | None = None) -> None:
+    """Write the Hub-ready folder: weights + code, tokenizer, metrics.json, the two plots, `extra_json` files (e.g.
+    samples.json) and the model card.
 
+    All of it is staged whole in work/publish first, then moved to the top level with metrics.json last: a kill
+    leaves either no metrics.json there or a complete folder, and --resume finishes the move.
     `attention_plot(model, tokenizer, text, path)` draws attention.png (an encoder-decoder draws cross-attention)."""
     if not trainer.is_world_process_zero():
         return
-    plot_training_curve(trainer.state.log_history, output / "training_curve.png", curve_metric, title)
-    attention_plot(trainer.model, tokenizer, sample_text, output / "attention.png")
-    trainer.model.save_pretrained(output)
-    tokenizer.save_pretrained(output)
-    write_json(output / "metrics.json", metrics)
     from hub_card.card import write_model_card
 
-    write_model_card(output)
+    enter_phase(output, "publish")
+
+    def stage(folder: str) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True)
+        plot_training_curve(trainer.state.log_history, folder / "training_curve.png", curve_metric, title)
+        attention_plot(trainer.model, tokenizer, sample_text, folder / "attention.png")
+        trainer.model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        for name, data in (extra_json or {}).items():
+            write_json(folder / name, data)
+        write_json(folder / "metrics.json", metrics)
+        write_model_card(folder)
+
+    save_atomically(stage, output / WORK / PUBLISH)
+    publish_staged(output)
+
+
+def publish_staged(output: Path) -> bool:
+    """Move a staged work/publish to the top level, metrics.json last; False when none is staged."""
+    staged = output / WORK / PUBLISH
+    if not staged.is_dir():
+        return False
+    for name in sorted((p.name for p in staged.iterdir()), key=lambda name: name == "metrics.json"):
+        os.replace(staged / name, output / name)
+    staged.rmdir()
+    return True
+
+
+def run_is_complete(output: Path) -> bool:
+    """A resumed run whose results were already written (or staged, and now moved into place): nothing to redo."""
+    if not process_state().is_main_process:
+        return (output / "metrics.json").exists()
+    complete = publish_staged(output) or (output / "metrics.json").exists()
+    if complete:
+        print(f"{output} holds a complete run (metrics.json): nothing to resume")
+    return complete

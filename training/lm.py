@@ -10,7 +10,7 @@ import math
 from itertools import chain
 
 import torch
-from transformers import DataCollatorForLanguageModeling, Trainer, set_seed
+from transformers import DataCollatorForLanguageModeling, set_seed
 
 from scratchformer import ScratchformerForCausalLM
 
@@ -73,13 +73,17 @@ def main(argv=None):
     args = common.parse_args(__doc__.splitlines()[0], PRESETS, "runs/imdb-lm", argv)
     preset = args.preset_values
     output = common.prepare_output_dir(args)
+    if args.resume and common.run_is_complete(output):
+        return 0
     work = output / common.WORK
     stopwatch = common.Stopwatch(output)
 
+    common.enter_phase(output, "data")
     data, tokenizer, packed = prepare_data(args, preset, work)
 
     set_seed(args.seed)  # weight initialisation happens before Trainer seeds anything
-    trainer = Trainer(
+    common.enter_phase(output, "train")
+    trainer = common.RecipeTrainer(
         model=ScratchformerForCausalLM(common.model_config(tokenizer, preset, is_decoder=True)),
         args=common.training_arguments(work / "train", preset, args.seed, preset.epochs, eval_strategy="epoch"),
         train_dataset=packed["train"],
@@ -87,8 +91,9 @@ def main(argv=None):
         data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
         processing_class=tokenizer,
     )
-    common.run_phase(trainer, work / "train", args.resume)
+    common.run_phase(trainer, work / "train", args.resume, stopwatch)
 
+    common.enter_phase(output, "evaluate")
     test_loss = trainer.evaluate(packed["test"], metric_key_prefix="test")["test_loss"]
     if trainer.is_world_process_zero():
         metrics = {
@@ -97,9 +102,9 @@ def main(argv=None):
             "test_tokens": len(packed["test"]) * preset.max_length,
             **common.base_metrics(args, trainer.model, stopwatch.total(), data),
         }
-        common.write_json(output / "samples.json", samples(trainer.model, tokenizer, data["test"][:3]["text"]))
         common.finish(output, trainer, tokenizer, metrics, "eval_loss", "IMDb causal language model",
-                      data["test"][0]["text"])
+                      data["test"][0]["text"],
+                      extra_json={"samples.json": samples(trainer.model, tokenizer, data["test"][:3]["text"])})
         print(f"test perplexity {metrics['perplexity']:.2f} on {metrics['test_tokens']} tokens, "
               f"wall time {metrics['wall_time_s']:.0f} s  -> {output}")
     return 0

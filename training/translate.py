@@ -21,7 +21,7 @@ from pathlib import Path
 
 import datasets
 import torch
-from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments, set_seed
+from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainingArguments, set_seed
 
 from scratchformer import ScratchformerForConditionalGeneration
 
@@ -236,9 +236,12 @@ def main(argv=None):
     args = common.parse_args(__doc__.splitlines()[0], PRESETS, "runs/translate", argv, add_arguments)
     preset = args.preset_values
     output = common.prepare_output_dir(args)
+    if args.resume and common.run_is_complete(output):
+        return 0
     work = output / common.WORK
     stopwatch = common.Stopwatch(output)
 
+    common.enter_phase(output, "data")
     with common.process_state().main_process_first():
         if args.data_source:
             data = parallel_text(args.data_source, args.seed, args.max_train_samples)
@@ -271,7 +274,8 @@ def main(argv=None):
             [[t for t in row if t >= 0] for row in prediction.label_ids.tolist()], skip_special_tokens=True)]
         return metric.compute(predictions=predictions, references=references)
 
-    trainer = Seq2SeqTrainer(
+    common.enter_phase(output, "train")
+    trainer = common.RecipeSeq2SeqTrainer(
         model=model,
         args=common.training_arguments(
             work / "train", preset, args.seed, preset.epochs, arguments_class=Seq2SeqTrainingArguments,
@@ -284,8 +288,9 @@ def main(argv=None):
         processing_class=tokenizer,
         compute_metrics=compute_metrics,
     )
-    common.run_phase(trainer, work / "train", args.resume)
+    common.run_phase(trainer, work / "train", args.resume, stopwatch)
 
+    common.enter_phase(output, "evaluate")
     if trainer.is_world_process_zero():
         model = trainer.model
         sources, references = list(data["test"]["source"]), list(data["test"]["target"])
@@ -323,9 +328,8 @@ def main(argv=None):
              f"beam{BEAMS}": beam["predictions"][i]}
             for i in spread
         ]
-        common.write_json(output / "samples.json", samples)
         common.finish(output, trainer, tokenizer, metrics, "eval_exact_match", "translation (encoder-decoder)",
-                      sources[0], attention_plot=plot_alignment)
+                      sources[0], attention_plot=plot_alignment, extra_json={"samples.json": samples})
         print(f"test exact match greedy {metrics['exact_match_greedy']:.2%}, beam{BEAMS} {metrics['exact_match']:.2%} "
               f"(chrF {metrics['chrf_greedy']:.1f} / {metrics['chrf']:.1f}) on {len(sources)} sources, "
               f"wall time {metrics['wall_time_s']:.0f} s  -> {output}")
