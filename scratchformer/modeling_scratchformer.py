@@ -18,6 +18,7 @@ Read it top to bottom; each idea is one named piece:
 import copy
 import functools
 import math
+import sys
 from collections.abc import Callable
 
 import torch
@@ -164,10 +165,17 @@ class RealTokens:
         return padded.view(*self.shape, *x.shape[1:])
 
 
+def tracing() -> bool:
+    """Whether torch.compile or torch.export is tracing this code (and tensors have no values to branch on)."""
+    return torch.compiler.is_compiling()
+
+
 def real_tokens(config: ScratchformerConfig, attention_mask: torch.Tensor | None, length: int) -> RealTokens | None:
     """The real tokens of a padded batch of `length` new tokens, or None when there is nothing to skip (or
     `config.unpad_inputs` is off)."""
     if not config.unpad_inputs or attention_mask is None or attention_mask.dim() != 2:
+        return None
+    if tracing():  # its shapes depend on the mask's values: a traced graph keeps the padded layout (same results)
         return None
     if attention_mask.shape[-1] != length or attention_mask.all():
         return None
@@ -264,11 +272,14 @@ class ScratchformerAttention(nn.Module):
         """Queries (`"q"`), keys and values (`"kv"`) or all three (`"qkv"`) of x, split into heads [B, H, L, D]:
         the matching rows of `query_key_value` times x. Given `tokens`, x holds only these real tokens of a padded
         batch, and the projections go back to their padded places for attention."""
-        weight, bias = self.query_key_value.weight, self.query_key_value.bias
-        if which != "qkv":
+        if which == "qkv":
+            projected = self.query_key_value(x)  # the module itself: an adapter wrapping it (PEFT's LoRA) takes part
+        else:  # cross-attention: only some of the rows
             rows = slice(0, self.config.hidden_size) if which == "q" else slice(self.config.hidden_size, None)
-            weight, bias = weight[rows], bias[rows]
-        projected = nn.functional.linear(x, weight, bias)
+            if type(self.query_key_value) is nn.Linear:
+                projected = nn.functional.linear(x, self.query_key_value.weight[rows], self.query_key_value.bias[rows])
+            else:  # wrapped by an adapter: only its own forward applies it
+                projected = self.query_key_value(x)[..., rows]
         if tokens is not None:
             projected = tokens.scatter(projected)
         # Chunks of the last dim, then heads: autograd's backward for this layout is the cheapest (measured).
@@ -427,6 +438,19 @@ class ScratchformerBlock(GradientCheckpointingLayer):
 # ----------------------------------------------------------------------------------------------------------------
 
 
+# What LoRA adapts when a user names no target_modules: the stacked Q/K/V projection, as PEFT does for the other
+# models with one (gpt_neox, falcon: "query_key_value").
+LORA_TARGET_MODULES = ["query_key_value"]
+
+
+def declare_lora_target_modules() -> None:
+    """Enter this model type in PEFT's table of default LoRA targets (PEFT keys it by model_type), if PEFT is
+    loaded; importing PEFT just for this would cost every user two seconds."""
+    constants = sys.modules.get("peft.utils.constants")
+    if constants is not None:
+        constants.TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING.setdefault("scratchformer", LORA_TARGET_MODULES)
+
+
 class ScratchformerPreTrainedModel(PreTrainedModel):
     """Shared base: config class, weight initialisation and the transformers feature flags of every head."""
 
@@ -451,6 +475,10 @@ class ScratchformerPreTrainedModel(PreTrainedModel):
                 f"The weights file (model.safetensors) of {pretrained_model_name_or_path} is corrupt or truncated "
                 f"({error}); save or download it again."
             ) from error
+
+    def post_init(self):
+        super().post_init()
+        declare_lora_target_modules()  # here, not at import: PEFT is often imported after scratchformer
 
     def _init_weights(self, module):
         super()._init_weights(module)
@@ -522,10 +550,11 @@ class ScratchformerModel(ScratchformerPreTrainedModel):
         """`encoder_hidden_states` / `encoder_attention_mask`: the source, for a decoder stack's cross-attention."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds")
-        if input_ids is not None:
-            self._check_token_ids(input_ids)
-        if self.stack == "encoder":
-            check_sources_not_empty(attention_mask)
+        if not tracing():  # checks of values: eager only (export and compile trace shapes, not values)
+            if input_ids is not None:
+                self._check_token_ids(input_ids)
+            if self.stack == "encoder":
+                check_sources_not_empty(attention_mask)
         if not self.is_causal:
             use_cache = False  # an encoder sees the whole sequence at once: nothing to cache
         if use_cache and cache is None:

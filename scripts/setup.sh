@@ -13,7 +13,7 @@ python -m pip install -q --upgrade pip
 # CPU wheel first (it lies on disk here); a plain `torch` requirement would pull a multi-GB CUDA build.
 # Users with a GPU: install the torch build you want before running this script; it is kept.
 python -c "import torch" 2>/dev/null || python -m pip install -q "torch==${TORCH_VERSION:-2.13.0}"
-python -m pip install -q -e ".[train,test,demo]"
+python -m pip install -q -e ".[train,test,demo,integrations]"
 case "${TRANSFORMERS_VERSION:-}" in
   "") ;;
   newest) python -m pip install -q --upgrade "$(python scripts/requirement.py transformers)" ;;
