@@ -1,0 +1,78 @@
+"""Export: torch.export / dynamo trace the forward in one graph; `python -m scratchformer.export` writes ONNX that
+onnxruntime runs with PyTorch's logits on a padded batch, and a greedy decode through the exported KV-cache graphs
+equals generate()."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import REPO_ROOT, tiny_config
+
+from scratchformer import ScratchformerForCausalLM, ScratchformerForSequenceClassification
+
+onnxruntime = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+
+def padded_batch():
+    ids = torch.randint(5, 400, (3, 11))
+    mask = torch.ones_like(ids)
+    mask[1, 7:] = 0  # right padding
+    mask[2, :5] = 0  # left padding
+    return ids, mask
+
+
+@pytest.mark.parametrize("head", [ScratchformerForSequenceClassification, ScratchformerForCausalLM])
+def test_the_forward_traces_in_one_graph(head):
+    model = head(tiny_config(num_labels=2, pad_token_id=0)).eval()
+    ids, mask = padded_batch()
+    inputs = dict(input_ids=ids, attention_mask=mask, **({"use_cache": False} if head is ScratchformerForCausalLM else {}))
+    explained = torch._dynamo.explain(model)(**inputs)
+    assert explained.graph_break_count == 0, explained.break_reasons
+    exported = torch.export.export(model, (), inputs)  # (the cache path: the ONNX decode graphs below)
+    got, expected = exported.module()(**inputs).logits, model(**inputs).logits
+    if head is ScratchformerForCausalLM:  # eager unpads (0 at the padding), a trace cannot: compare real tokens
+        got, expected = got[mask.bool()], expected[mask.bool()]
+    torch.testing.assert_close(got, expected)
+
+
+def export_folder(model, tmp_path):
+    folder, out = tmp_path / "model", tmp_path / "onnx"
+    model.save_pretrained(folder)
+    result = subprocess.run([sys.executable, "-m", "scratchformer.export", str(folder), str(out)], cwd=REPO_ROOT,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+def test_the_classifier_runs_in_onnxruntime_with_pytorchs_logits(tmp_path):
+    torch.manual_seed(0)
+    model = ScratchformerForSequenceClassification(tiny_config(num_labels=2, pad_token_id=0)).eval()
+    out = export_folder(model, tmp_path)
+    ids, mask = padded_batch()
+    session = onnxruntime.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    (logits,) = session.run(None, {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})
+    with torch.no_grad():
+        expected = model(input_ids=ids, attention_mask=mask).logits
+    torch.testing.assert_close(torch.from_numpy(logits), expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("positions", ["learned", "rotary"])
+def test_greedy_decoding_through_the_onnx_kv_cache_graphs_equals_generate(tmp_path, positions):
+    from scratchformer.export import OnnxGreedyDecoder
+
+    torch.manual_seed(0)
+    model = ScratchformerForCausalLM(tiny_config(pad_token_id=0, eos_token_id=None, position_embedding_type=positions)).eval()
+    out = export_folder(model, tmp_path)
+    ids, mask = padded_batch()
+    ids, mask = ids[[0, 2]], mask[[0, 2]]  # generate() takes left padding
+    prefill = onnxruntime.InferenceSession(str(out / "prefill.onnx"), providers=["CPUExecutionProvider"])
+    positions_ = (mask.cumsum(-1) - 1).clamp(min=0)
+    logits, *_ = prefill.run(None, {"input_ids": ids.numpy(), "attention_mask": mask.numpy(), "position_ids": positions_.numpy()})
+    with torch.no_grad():
+        expected = model(input_ids=ids, attention_mask=mask, position_ids=positions_).logits[:, -1:]
+    torch.testing.assert_close(torch.from_numpy(logits), expected, atol=1e-4, rtol=1e-4)
+    decoded = OnnxGreedyDecoder(out)(ids.numpy(), mask.numpy(), max_new_tokens=8)
+    generated = model.generate(ids, attention_mask=mask, max_new_tokens=8, do_sample=False, pad_token_id=0)
+    assert decoded.tolist() == generated.tolist()
