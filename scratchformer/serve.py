@@ -1,0 +1,40 @@
+"""`transformers serve` for a scratchformer folder: an OpenAI-compatible server (/v1/completions, ...) on it.
+
+    python -m scratchformer.serve MODEL [--host 127.0.0.1] [--port 8000] [other `transformers serve` options]
+
+transformers' server loads a model with `getattr(transformers, config.architectures[0])`, which has no class for a
+model type outside the library, remote code or not (ModelManager._load_model, 5.23 and 5.24). This launcher gives
+that name to the matching Auto class, whose auto_map then loads our code (trust_remote_code), and starts the
+server unchanged.
+"""
+
+import sys
+
+import transformers
+from transformers import AutoConfig
+
+AUTO_CLASSES = {  # the architecture names a folder's config.json records, and the Auto class that loads each
+    "ScratchformerForCausalLM": "AutoModelForCausalLM",
+    "ScratchformerForConditionalGeneration": "AutoModelForSeq2SeqLM",
+}
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0].startswith("-"):
+        raise SystemExit(__doc__)
+    model = argv[0]
+    architectures = AutoConfig.from_pretrained(model, trust_remote_code=True).architectures or []
+    servable = [a for a in architectures if a in AUTO_CLASSES]
+    if not servable:
+        raise SystemExit(f"{model} is not a generating scratchformer model (architectures: {architectures})")
+    for architecture in servable:
+        setattr(transformers, architecture, getattr(transformers, AUTO_CLASSES[architecture]))
+    from transformers.cli.transformers import app
+
+    sys.argv = ["transformers", "serve", model, "--trust-remote-code", *argv[1:]]
+    app()
+
+
+if __name__ == "__main__":
+    main()

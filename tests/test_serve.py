@@ -1,0 +1,86 @@
+"""`python -m scratchformer.serve` (transformers serve): the OpenAI-compatible /v1/completions endpoint on 127.0.0.1
+answers with the continuation generate() gives, plain and streamed."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+import torch
+from conftest import REPO_ROOT, sentiment_corpus, tiny_config
+
+from scratchformer import ScratchformerForCausalLM
+
+pytest.importorskip("openai", reason="transformers serve needs the openai package (the integrations extra)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def post(url: str, body: dict) -> bytes:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=120) as response:
+        return response.read()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, tokenizer):
+    torch.manual_seed(0)
+    model = ScratchformerForCausalLM(tiny_config(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                                                 bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id))
+    batch = tokenizer(sentiment_corpus(32)[0], return_tensors="pt", padding=True)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(30):
+        model(**batch, labels=batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    folder = tmp_path_factory.mktemp("serve") / "lm"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    port = free_port()
+    log = open(folder.parent / "serve.log", "w")
+    server = subprocess.Popen([sys.executable, "-m", "scratchformer.serve", str(folder), "--host", "127.0.0.1",
+                               "--port", str(port), "--device", "cpu"], cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
+                              env=dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false"))
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while True:
+        try:
+            urllib.request.urlopen(url + "/health", timeout=2)
+            break
+        except OSError:
+            assert server.poll() is None, (folder.parent / "serve.log").read_text()[-3000:]
+            assert time.time() < deadline, "the server did not answer /health in 120 s"
+            time.sleep(0.3)
+    yield url, str(folder), model.eval()
+    server.terminate()
+    server.wait(timeout=30)
+
+
+def expected_continuation(model, tokenizer, prompt: str, new_tokens: int) -> str:
+    inputs = tokenizer(prompt, return_tensors="pt")
+    out = model.generate(**inputs, max_new_tokens=new_tokens, do_sample=False)
+    return tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+def test_completions_answer_with_generates_continuation(served, tokenizer):
+    url, folder, model = served
+    answer = json.loads(post(url + "/v1/completions", {"model": folder, "prompt": "honestly a", "max_tokens": 8}))
+    assert answer["object"] == "text_completion"
+    assert answer["choices"][0]["text"] == expected_continuation(model, tokenizer, "honestly a", 8)
+
+
+def test_streamed_completions_add_up_to_the_same_text(served, tokenizer):
+    url, folder, model = served
+    body = post(url + "/v1/completions", {"model": folder, "prompt": "so boring", "max_tokens": 8, "stream": True})
+    events = [json.loads(line[len("data: "):]) for line in body.decode().splitlines()
+              if line.startswith("data: ") and line != "data: [DONE]"]
+    assert len(events) > 1  # streamed piece by piece
+    assert "".join(e["choices"][0]["text"] for e in events) == expected_continuation(model, tokenizer, "so boring", 8)
