@@ -54,6 +54,20 @@ def tiny_config(vocab_size: int = 400, **overrides) -> ScratchformerConfig:
     return ScratchformerConfig(**settings)
 
 
+def train_briefly(model, tokenizer, texts, labels=None, steps=40):
+    """A few steps of plain AdamW on `texts` (classification with `labels`, else language modelling), so a saved
+    tiny model has something real to show."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    targets = torch.tensor(labels) if labels is not None else batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    model.train()
+    for _ in range(steps):
+        model(**batch, labels=targets).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    return model.eval()
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

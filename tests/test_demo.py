@@ -9,7 +9,7 @@ import time
 
 import pytest
 import torch
-from conftest import REPO_ROOT, sentiment_corpus, tiny_config
+from conftest import REPO_ROOT, sentiment_corpus, tiny_config, train_briefly
 
 from scratchformer import (
     ScratchformerForCausalLM,
@@ -21,19 +21,6 @@ gradio = pytest.importorskip("gradio", reason="the demo extra is not installed: 
 from demo import app  # noqa: E402  (needs gradio's PIL)
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def train_briefly(model, tokenizer, texts, labels=None, steps=40):
-    """A few AdamW steps, enough for the page to show a trained model's behaviour."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    batch = tokenizer(texts, return_tensors="pt", padding=True)
-    targets = torch.tensor(labels) if labels is not None else batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
-    model.train()
-    for _ in range(steps):
-        model(**batch, labels=targets).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    return model.eval()
 
 
 @pytest.fixture(scope="module")

@@ -126,10 +126,7 @@ def test_causal_lm_dict_outputs_have_the_shape_of_every_step(model, mode, use_ca
 @pytest.mark.parametrize("mode", MODES)
 def test_causal_lm_cached_and_uncached_generation_agree(model, mode):
     ids = prompt()
-    cached, uncached = generate(model, ids, mode, True), generate(model, ids, mode, False)
-    assert torch.equal(cached.sequences, uncached.sequences)
-    for a, b in zip(cached.scores, uncached.scores):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    assert_same_generation(generate(model, ids, mode, True), generate(model, ids, mode, False))
 
 
 def test_causal_lm_continues_from_a_returned_cache_like_one_long_generation(model):
@@ -202,10 +199,7 @@ def test_seq2seq_dict_outputs_have_the_shape_of_every_step(seq2seq_model, mode, 
 @pytest.mark.parametrize("mode", MODES)
 def test_seq2seq_cached_and_uncached_generation_agree(seq2seq_model, mode):
     ids = prompt()
-    cached, uncached = generate(seq2seq_model, ids, mode, True), generate(seq2seq_model, ids, mode, False)
-    assert torch.equal(cached.sequences, uncached.sequences)
-    for a, b in zip(cached.scores, uncached.scores):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    assert_same_generation(generate(seq2seq_model, ids, mode, True), generate(seq2seq_model, ids, mode, False))
 
 
 def test_seq2seq_continues_from_a_returned_cache_like_one_long_generation(seq2seq_model):

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO_ROOT, sentiment_corpus, tiny_config
+from conftest import REPO_ROOT, sentiment_corpus, tiny_config, train_briefly
 
 from bench.lm_eval_data import write_tasks
 from scratchformer import ScratchformerForCausalLM
@@ -34,13 +34,7 @@ def lm_folder(tmp_path_factory, tokenizer):
     model = ScratchformerForCausalLM(tiny_config(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
                                                  bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                                                  max_position_embeddings=256))  # one window per review
-    texts = sentiment_corpus(64)[0]
-    batch = tokenizer(texts, return_tensors="pt", padding=True)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for _ in range(30):  # enough that likelihoods differ clearly between choices
-        model(**batch, labels=batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
+    train_briefly(model, tokenizer, sentiment_corpus(64)[0], steps=30)
     folder = tmp_path_factory.mktemp("lm-eval") / "lm"
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)

@@ -2,24 +2,10 @@
 
 import pytest
 import torch
-from conftest import sentiment_corpus, tiny_config
+from conftest import sentiment_corpus, tiny_config, train_briefly
 from transformers import pipeline
 
 from scratchformer import ScratchformerForCausalLM, ScratchformerForMaskedLM, ScratchformerForSequenceClassification
-
-
-def train(model, tokenizer, texts, labels=None, steps=60):
-    """A few steps of plain AdamW so the pipelines have something real to show."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    batch = tokenizer(texts, padding=True, return_tensors="pt")
-    targets = torch.tensor(labels) if labels is not None else batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
-    model.train()
-    for _ in range(steps):
-        loss = model(**batch, labels=targets).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    return model.eval()
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +13,7 @@ def classifier_dir(tokenizer, tmp_path_factory):
     path = tmp_path_factory.mktemp("classifier")
     texts, labels = sentiment_corpus(64)
     config = tiny_config(vocab_size=len(tokenizer), id2label={0: "NEGATIVE", 1: "POSITIVE"})
-    train(ScratchformerForSequenceClassification(config), tokenizer, texts, labels).save_pretrained(path)
+    train_briefly(ScratchformerForSequenceClassification(config), tokenizer, texts, labels, steps=60).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
 
@@ -43,7 +29,7 @@ def test_text_classification_returns_labels_from_id2label(classifier_dir):
 
 def test_text_generation_continues_the_prompt(tokenizer, tmp_path):
     texts, _ = sentiment_corpus(64)
-    model = train(ScratchformerForCausalLM(tiny_config(vocab_size=len(tokenizer))), tokenizer, texts)
+    model = train_briefly(ScratchformerForCausalLM(tiny_config(vocab_size=len(tokenizer))), tokenizer, texts, steps=60)
     model.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     generate = pipeline("text-generation", model=str(tmp_path))

@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 import torch
-from conftest import REPO_ROOT, sentiment_corpus, tiny_config
+from conftest import REPO_ROOT, sentiment_corpus, tiny_config, train_briefly
 
 from scratchformer import ScratchformerForCausalLM
 
@@ -35,12 +35,7 @@ def served(tmp_path_factory, tokenizer):
     torch.manual_seed(0)
     model = ScratchformerForCausalLM(tiny_config(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
                                                  bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id))
-    batch = tokenizer(sentiment_corpus(32)[0], return_tensors="pt", padding=True)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for _ in range(30):
-        model(**batch, labels=batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
+    train_briefly(model, tokenizer, sentiment_corpus(32)[0], steps=30)
     folder = tmp_path_factory.mktemp("serve") / "lm"
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
