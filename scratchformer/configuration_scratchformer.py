@@ -42,6 +42,10 @@ class ScratchformerConfig(PreTrainedConfig):
             (first real token) or `"last"` (last real token, natural for causal models).
         sparse_prediction: masked LM with `labels`: project only the masked positions onto the vocabulary (as
             ModernBERT does), so `logits` has shape (masked tokens, vocab); pre-training ~5x cheaper at 15 % masking.
+        bigram_buckets: hashed bigram embeddings, fastText-style (0 = off): each token also adds the vector of its
+            (previous token, token) pair, hashed into this many rows, so the first layer already sees word pairs, as
+            the n-gram features of NBSVM do. For models that read whole inputs (classification): a cached decoding
+            step does not have the previous token, so a causal model with bigrams refuses to use a cache.
         unpad_inputs: when a batch is padded and nothing is cached, run the token-wise layers (projections, MLP,
             norms) on the real tokens only and put them back in their padded places just for attention, as
             ModernBERT does. Same results up to float rounding; output vectors and logits at padding positions are
@@ -78,6 +82,7 @@ class ScratchformerConfig(PreTrainedConfig):
     is_decoder: bool = False
     classifier_pooling: str = "mean"
     sparse_prediction: bool = False
+    bigram_buckets: int = 0
     unpad_inputs: bool = True
     initializer_range: float = 0.02
     tie_word_embeddings: bool = True
@@ -126,6 +131,8 @@ class ScratchformerConfig(PreTrainedConfig):
                     "ScratchformerConfig: an encoder-decoder (is_encoder_decoder=True) needs decoder_start_token_id, "
                     "the first token fed to the decoder (e.g. the tokenizer's bos_token_id)"
                 )
+        if not isinstance(self.bigram_buckets, int) or isinstance(self.bigram_buckets, bool) or self.bigram_buckets < 0:
+            raise ValueError(f"ScratchformerConfig: bigram_buckets must be an integer >= 0, got {self.bigram_buckets!r}")
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"ScratchformerConfig: hidden_size ({self.hidden_size}) must be divisible by "

@@ -111,8 +111,19 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 # ----------------------------------------------------------------------------------------------------------------
 
 
+BIGRAM_HASH_MULTIPLIER = 1_000_003  # a prime: spreads (previous, token) pairs over the buckets
+
+
+def bigram_ids(input_ids: torch.Tensor, buckets: int) -> torch.Tensor:
+    """The bucket of each (previous token, token) pair: a hash, as fastText does (the first token pairs with -1)."""
+    previous = nn.functional.pad(input_ids[:, :-1], (1, 0), value=-1)
+    return (previous * BIGRAM_HASH_MULTIPLIER + input_ids) % buckets
+
+
 class ScratchformerEmbeddings(nn.Module):
-    """Token vectors plus (learned or sinusoidal) position vectors, then dropout; rotary positions add nothing here."""
+    """Token vectors plus (learned or sinusoidal) position vectors, then dropout; rotary positions add nothing here.
+    With `config.bigram_buckets`, each token's vector also gets the hashed vector of its (previous token, token) pair.
+    """
 
     def __init__(self, config: ScratchformerConfig):
         super().__init__()
@@ -123,10 +134,13 @@ class ScratchformerEmbeddings(nn.Module):
             self.position_embeddings = SinusoidalPositionalEmbedding(config.max_position_embeddings, config.hidden_size)
         else:
             self.position_embeddings = None
+        self.bigram_embeddings = nn.Embedding(config.bigram_buckets, config.hidden_size) if config.bigram_buckets else None
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, input_ids=None, position_ids=None, inputs_embeds=None) -> torch.Tensor:
         embeddings = self.token_embeddings(input_ids) if inputs_embeds is None else inputs_embeds
+        if self.bigram_embeddings is not None and input_ids is not None:
+            embeddings = embeddings + self.bigram_embeddings(bigram_ids(input_ids, self.bigram_embeddings.num_embeddings))
         if self.position_embeddings is not None:
             embeddings = embeddings + self.position_embeddings(position_ids)
         return self.dropout(embeddings)
@@ -565,6 +579,8 @@ class ScratchformerModel(ScratchformerPreTrainedModel):
             )
 
         past_length = cache.get_seq_length() if cache is not None else 0
+        if past_length and self.config.bigram_buckets:
+            raise ValueError("bigram_buckets: a cached step has no previous token to pair with; call with use_cache=False")
         length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
         if past_length + length > self.config.max_position_embeddings:
             raise ValueError(

@@ -38,6 +38,8 @@ from scratchformer import (
         ("layer_norm_eps", 0.0),
         ("pad_token_id", 400),
         ("eos_token_id", -3),
+        ("bigram_buckets", -1),
+        ("bigram_buckets", 2.5),
     ],
 )
 def test_invalid_values_raise_valueerror_naming_the_field(field, value):

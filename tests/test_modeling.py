@@ -10,7 +10,14 @@ from scratchformer import (
     ScratchformerForSequenceClassification,
     ScratchformerModel,
 )
-from scratchformer.modeling_scratchformer import ScratchformerMLP, eager_attention_forward, pool, sinusoidal_table
+from scratchformer.compat import cache_of
+from scratchformer.modeling_scratchformer import (
+    ScratchformerMLP,
+    bigram_ids,
+    eager_attention_forward,
+    pool,
+    sinusoidal_table,
+)
 
 HEADS = [ScratchformerModel, ScratchformerForCausalLM, ScratchformerForSequenceClassification, ScratchformerForMaskedLM]
 VARIANTS = [
@@ -18,6 +25,7 @@ VARIANTS = [
     dict(position_embedding_type="sinusoidal", norm_placement="post"),
     dict(position_embedding_type="rotary"),
     dict(position_embedding_type="rotary", is_decoder=True, classifier_pooling="last"),
+    dict(position_embedding_type="rotary", bigram_buckets=97),
 ]
 
 
@@ -322,3 +330,22 @@ def test_checkpoints_keep_separate_query_key_value_matrices(tmp_path):
     fresh = ScratchformerForCausalLM(tiny_config()).eval()
     fresh.load_state_dict(stored, strict=False)
     torch.testing.assert_close(fresh(ids).logits, expected)
+
+
+def test_bigram_embeddings_make_each_token_see_its_predecessor():
+    model = ScratchformerModel(tiny_config(position_embedding_type="rotary", bigram_buckets=101)).eval()
+    a, b = torch.tensor([[7, 8, 9, 10]]), torch.tensor([[11, 8, 9, 10]])
+    embeddings = model.embeddings
+    with torch.no_grad():
+        ea, eb = embeddings(a), embeddings(b)
+    assert not torch.allclose(ea[0, 1], eb[0, 1])  # token 8 after 7 is not token 8 after 11
+    torch.testing.assert_close(ea[0, 2:], eb[0, 2:])  # (8, 9) and (9, 10): the same pairs, the same vectors
+    buckets = bigram_ids(a, 101)
+    assert buckets.tolist()[0][1] == (7 * 1_000_003 + 8) % 101 and ((buckets >= 0) & (buckets < 101)).all()
+
+
+def test_a_causal_model_with_bigrams_refuses_a_cached_step():
+    model = ScratchformerForCausalLM(tiny_config(bigram_buckets=101)).eval()
+    prefix = model(torch.tensor([[7, 8, 9]]), use_cache=True)
+    with pytest.raises(ValueError, match="bigram_buckets"):
+        model(torch.tensor([[10]]), cache=cache_of(prefix), use_cache=True)

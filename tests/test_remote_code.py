@@ -57,7 +57,7 @@ def test_every_head_loads_as_remote_code_with_identical_outputs(tmp_path, tokeni
     heads = {  # auto class: (head, config settings beyond the tiny config)
         "AutoModel": (ScratchformerModel, {}),
         "AutoModelForCausalLM": (ScratchformerForCausalLM, {}),
-        "AutoModelForSequenceClassification": (ScratchformerForSequenceClassification, {}),
+        "AutoModelForSequenceClassification": (ScratchformerForSequenceClassification, {"bigram_buckets": 53}),
         "AutoModelForMaskedLM": (ScratchformerForMaskedLM, {}),
         "AutoModelForSeq2SeqLM": (ScratchformerForConditionalGeneration, seq2seq),
     }

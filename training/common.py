@@ -50,6 +50,7 @@ class Preset:
     weight_decay: float = 0.01
     warmup: float = 0.06
     pretrain_epochs: float = 0.0  # masked-LM pre-training on the train texts before fine-tuning (0 = none)
+    bigram_buckets: int = 0  # hashed (previous token, token) embeddings, fastText-style (ScratchformerConfig; 0 = off)
     save_steps: int = 200
     eval_batch_size: int = 64
     # Batches of similar lengths: reviews vary from ~50 to 1,000+ tokens, so random batches are mostly padding.
@@ -166,6 +167,7 @@ def model_config(tokenizer, preset: Preset, **head_settings) -> ScratchformerCon
         position_embedding_type=preset.position_embedding_type,
         hidden_dropout_prob=preset.dropout,
         attention_probs_dropout_prob=preset.attention_dropout,
+        bigram_buckets=preset.bigram_buckets,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
