@@ -1,7 +1,7 @@
-"""`python -m scratchformer.serve` (transformers serve): the OpenAI-compatible /v1/completions endpoint on 127.0.0.1
-answers with the continuation generate() gives, plain and streamed."""
+"""`python -m scratchformer.serve` (transformers serve): queried with the openai client on 127.0.0.1, /v1/completions
+answers with the continuation greedy generate() gives, plain and streamed. (No chat template: an IMDb language model
+continues reviews, it does not chat; /v1/chat/completions needs one.)"""
 
-import json
 import os
 import socket
 import subprocess
@@ -15,19 +15,13 @@ from conftest import REPO_ROOT, sentiment_corpus, tiny_config, train_briefly
 
 from scratchformer import ScratchformerForCausalLM
 
-pytest.importorskip("openai", reason="transformers serve needs the openai package (the integrations extra)")
+openai = pytest.importorskip("openai", reason="transformers serve needs the openai package (the integrations extra)")
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def post(url: str, body: dict) -> bytes:
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=120) as response:
-        return response.read()
 
 
 @pytest.fixture(scope="module")
@@ -67,15 +61,16 @@ def expected_continuation(model, tokenizer, prompt: str, new_tokens: int) -> str
 
 def test_completions_answer_with_generates_continuation(served, tokenizer):
     url, folder, model = served
-    answer = json.loads(post(url + "/v1/completions", {"model": folder, "prompt": "honestly a", "max_tokens": 8}))
-    assert answer["object"] == "text_completion"
-    assert answer["choices"][0]["text"] == expected_continuation(model, tokenizer, "honestly a", 8)
+    client = openai.OpenAI(base_url=url + "/v1", api_key="not-needed-locally")
+    answer = client.completions.create(model=folder, prompt="honestly a", max_tokens=8)
+    assert answer.object == "text_completion"
+    assert answer.choices[0].text == expected_continuation(model, tokenizer, "honestly a", 8)
 
 
 def test_streamed_completions_add_up_to_the_same_text(served, tokenizer):
     url, folder, model = served
-    body = post(url + "/v1/completions", {"model": folder, "prompt": "so boring", "max_tokens": 8, "stream": True})
-    events = [json.loads(line[len("data: "):]) for line in body.decode().splitlines()
-              if line.startswith("data: ") and line != "data: [DONE]"]
-    assert len(events) > 1  # streamed piece by piece
-    assert "".join(e["choices"][0]["text"] for e in events) == expected_continuation(model, tokenizer, "so boring", 8)
+    client = openai.OpenAI(base_url=url + "/v1", api_key="not-needed-locally")
+    pieces = [chunk.choices[0].text for chunk in
+              client.completions.create(model=folder, prompt="so boring", max_tokens=8, stream=True)]
+    assert len(pieces) > 1  # streamed piece by piece
+    assert "".join(pieces) == expected_continuation(model, tokenizer, "so boring", 8)
