@@ -90,11 +90,11 @@ def chaos(recipe: str, workdir: Path, recipe_args: list[str], kills: int, seed: 
     log(f"uninterrupted run: {duration:.1f} s, phases {phases}")
 
     rng = random.Random(seed)
-    schedule = phases + [None] * max(0, kills - len(phases))  # a phase to kill in, or None: after a random delay
+    phase_targets = list(phases)  # first one kill in each phase, then kills after random delays
     report = {"recipe": recipe, "kills": 0, "runs": 0, "phases": Counter(), "problems": [], "truncated": None,
               "fell_back": False, "reference_s": round(duration, 1), "phases_of_the_run": phases}
     output, resume, attempt = None, False, 0
-    while schedule or resume:
+    while resume or phase_targets or report["kills"] < kills:
         if not resume:
             output = workdir / f"run-{report['runs']}"
             report["runs"] += 1
@@ -102,7 +102,10 @@ def chaos(recipe: str, workdir: Path, recipe_args: list[str], kills: int, seed: 
         log_file = workdir / f"attempt-{attempt}.log"
         started = time.time()
         process = start(recipe, output, recipe_args, resume, log_file)
-        target = schedule.pop(0) if schedule else "none"  # "none": the last attempt runs to its end
+        if phase_targets:
+            target = phase_targets.pop(0)
+        else:  # None: a kill after a random delay; "none": the kills are done, this attempt runs to its end
+            target = None if report["kills"] < kills else "none"
         if target in phases:  # at or past the target phase, then a random moment later
             while process.poll() is None and (now := phase(output, started)) not in phases[phases.index(target):]:
                 time.sleep(0.005)
