@@ -40,6 +40,10 @@ class ScratchformerConfig(PreTrainedConfig):
         is_decoder: causal self-attention (each token sees only earlier tokens). Causal-LM heads always set it.
         classifier_pooling: how a sequence becomes one vector for classification: `"mean"`, `"max"`, `"cls"`
             (first real token) or `"last"` (last real token, natural for causal models).
+        classifier_head_tokens: sequence classification of inputs longer than `max_position_embeddings`: keep their
+            first `classifier_head_tokens` tokens and their last `max_position_embeddings - classifier_head_tokens`
+            (reviews sum up at the end), so pipeline("text-classification") needs no truncation and reads what the
+            model was trained on. None: such inputs are refused.
         sparse_prediction: masked LM with `labels`: project only the masked positions onto the vocabulary (as
             ModernBERT does), so `logits` has shape (masked tokens, vocab); pre-training ~5x cheaper at 15 % masking.
         bigram_buckets: hashed bigram embeddings, fastText-style (0 = off): each token also adds the vector of its
@@ -81,6 +85,7 @@ class ScratchformerConfig(PreTrainedConfig):
     norm_placement: str = "pre"
     is_decoder: bool = False
     classifier_pooling: str = "mean"
+    classifier_head_tokens: int | None = None
     sparse_prediction: bool = False
     bigram_buckets: int = 0
     unpad_inputs: bool = True
@@ -133,6 +138,13 @@ class ScratchformerConfig(PreTrainedConfig):
                 )
         if not isinstance(self.bigram_buckets, int) or isinstance(self.bigram_buckets, bool) or self.bigram_buckets < 0:
             raise ValueError(f"ScratchformerConfig: bigram_buckets must be an integer >= 0, got {self.bigram_buckets!r}")
+        if self.classifier_head_tokens is not None and not (
+            isinstance(self.classifier_head_tokens, int) and 0 <= self.classifier_head_tokens < self.max_position_embeddings
+        ):
+            raise ValueError(
+                f"ScratchformerConfig: classifier_head_tokens must be None or in [0, max_position_embeddings="
+                f"{self.max_position_embeddings}), got {self.classifier_head_tokens!r}"
+            )
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"ScratchformerConfig: hidden_size ({self.hidden_size}) must be divisible by "

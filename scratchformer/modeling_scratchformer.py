@@ -690,6 +690,30 @@ class ScratchformerDecoder(ScratchformerModel):
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def head_and_tail(ids: list[int], max_length: int, head: int) -> list[int]:
+    """A token list cut to max_length: its first `head` tokens and its last `max_length - head`."""
+    return ids if len(ids) <= max_length else ids[:head] + ids[len(ids) - (max_length - head):]
+
+
+def keep_head_and_tail(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, max_length: int, head: int,
+                       pad_token_id: int | None):
+    """A (padded) batch whose rows are longer than max_length, cut row by row with head_and_tail; the real tokens
+    keep their order and side of the padding. Batches that fit come back unchanged."""
+    if input_ids.shape[1] <= max_length:
+        return input_ids, attention_mask
+    mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+    left_padded = bool(mask[:, 0].eq(0).any()) and bool(mask[:, -1].all())
+    rows = [head_and_tail(ids[keep.bool()].tolist(), max_length, head) for ids, keep in zip(input_ids, mask)]
+    width = max(map(len, rows))
+    cut_ids = input_ids.new_full((len(rows), width), pad_token_id or 0)
+    cut_mask = mask.new_zeros((len(rows), width))
+    for i, row in enumerate(rows):
+        place = slice(width - len(row), width) if left_padded else slice(0, len(row))
+        cut_ids[i, place] = torch.tensor(row, dtype=input_ids.dtype)
+        cut_mask[i, place] = 1
+    return cut_ids, cut_mask
+
+
 def pool(hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, how: str) -> torch.Tensor:
     """One vector per sequence from its real (unpadded) tokens: their mean, max, first (`cls`) or last token."""
     if attention_mask is None:
@@ -783,6 +807,11 @@ class ScratchformerForSequenceClassification(ScratchformerPreTrainedModel):
         **kwargs,
     ) -> SequenceClassifierOutput:
         """`labels`: class ids (single-label), floats (regression, num_labels=1) or multi-hot floats (multi-label)."""
+        if self.config.classifier_head_tokens is not None and input_ids is not None and not tracing():
+            input_ids, attention_mask = keep_head_and_tail(
+                input_ids, attention_mask, self.config.max_position_embeddings, self.config.classifier_head_tokens,
+                self.config.pad_token_id,
+            )
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,

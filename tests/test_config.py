@@ -40,6 +40,7 @@ from scratchformer import (
         ("eos_token_id", -3),
         ("bigram_buckets", -1),
         ("bigram_buckets", 2.5),
+        ("classifier_head_tokens", 64),  # must leave room for a tail: < max_position_embeddings
     ],
 )
 def test_invalid_values_raise_valueerror_naming_the_field(field, value):

@@ -15,6 +15,8 @@ from scratchformer.modeling_scratchformer import (
     ScratchformerMLP,
     bigram_ids,
     eager_attention_forward,
+    head_and_tail,
+    keep_head_and_tail,
     pool,
     sinusoidal_table,
 )
@@ -349,3 +351,38 @@ def test_a_causal_model_with_bigrams_refuses_a_cached_step():
     prefix = model(torch.tensor([[7, 8, 9]]), use_cache=True)
     with pytest.raises(ValueError, match="bigram_buckets"):
         model(torch.tensor([[10]]), cache=cache_of(prefix), use_cache=True)
+
+
+def test_head_and_tail_keeps_the_first_and_last_tokens_row_by_row():
+    ids = torch.arange(10, 22).repeat(3, 1)  # 12 tokens a row
+    mask = torch.ones_like(ids)
+    mask[1, 9:] = 0  # right padding: 9 real tokens
+    mask[2, 10:] = 0  # right padding: 10 real tokens
+    cut_ids, cut_mask = keep_head_and_tail(ids, mask, max_length=8, head=3, pad_token_id=0)
+    assert cut_ids.tolist()[0] == [10, 11, 12, 17, 18, 19, 20, 21]
+    assert cut_ids.tolist()[1] == [10, 11, 12, 14, 15, 16, 17, 18] and cut_mask.all()
+    left = torch.tensor([[0, 0, 5, 6, 7, 8, 9, 10, 11, 12], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]])
+    left_mask = (left != 0).long()
+    cut_ids, cut_mask = keep_head_and_tail(left, left_mask, max_length=6, head=2, pad_token_id=0)
+    assert cut_ids.tolist() == [[5, 6, 9, 10, 11, 12], [1, 2, 7, 8, 9, 10]] and cut_mask.all()
+    short = torch.ones(2, 5, dtype=torch.long)
+    assert keep_head_and_tail(short, None, 8, 3, 0)[0] is short
+
+
+def test_a_classifier_with_head_tokens_reads_long_inputs_as_head_plus_tail(tmp_path, tokenizer):
+    from transformers import pipeline
+
+    config = tiny_config(vocab_size=len(tokenizer), num_labels=2, classifier_head_tokens=16, pad_token_id=tokenizer.pad_token_id)
+    model = ScratchformerForSequenceClassification(config).eval()
+    text = " ".join(["a great film"] * 30 + ["i hated every minute"] * 20)  # far over 64 tokens
+    ids = tokenizer(text)["input_ids"]
+    with torch.no_grad():
+        expected = model(torch.tensor([head_and_tail(ids, 64, 16)])).logits.softmax(-1)
+        torch.testing.assert_close(model(torch.tensor([ids])).logits.softmax(-1), expected)
+    model.save_pretrained(tmp_path)
+    tokenizer.model_max_length = 10**30  # as the recipe saves it: the model cuts, not the tokenizer
+    tokenizer.save_pretrained(tmp_path)
+    tokenizer.model_max_length = 64
+    scores = pipeline("text-classification", model=str(tmp_path))(text, truncation=True, top_k=None)
+    by_label = {s["label"]: s["score"] for s in scores}
+    assert abs(by_label[model.config.id2label[1]] - float(expected[0, 1])) < 1e-5

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import pipeline
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 from conftest import REPO_ROOT, kill_after_first_checkpoint, run_recipe
 
 def recipe(name, output, data, *extra, wait=True):
@@ -30,6 +30,19 @@ def test_classify_writes_a_hub_ready_folder(tmp_path, fake_aclimdb):
     assert config["id2label"] == {"0": "NEGATIVE", "1": "POSITIVE"}
     labels = {r["label"] for r in pipeline("text-classification", model=str(output))(["a great film", "a dull story"])}
     assert labels <= {"NEGATIVE", "POSITIVE"}
+    # A review longer than the model's 64 positions: the pipeline reads what the recipe's own encoding gives
+    # (head + tail), truncation or not, because the saved model cuts long inputs itself.
+    from training.classify import PRESETS, encode
+
+    review = " ".join(["a great film and wonderful acting"] * 12 + ["a dull story"] * 12)
+    tokenizer, model = AutoTokenizer.from_pretrained(output), AutoModelForSequenceClassification.from_pretrained(output)
+    ids = encode(tokenizer, [review], PRESETS["tiny"].max_length, PRESETS["tiny"].head_tokens)
+    assert len(tokenizer(review)["input_ids"]) > len(ids[0]) == PRESETS["tiny"].max_length
+    with torch.no_grad():
+        expected = model(torch.tensor(ids)).logits.softmax(-1)[0, 1].item()
+    for truncation in (True, False):
+        scores = pipeline("text-classification", model=str(output))(review, truncation=truncation, top_k=None)
+        assert abs({s["label"]: s["score"] for s in scores}["POSITIVE"] - expected) < 1e-5
 
 
 def test_lm_writes_perplexity_and_samples(tmp_path, fake_aclimdb):

@@ -7,9 +7,11 @@ training_curve.png, attention.png and the model card (README.md).
 """
 
 import numpy as np
+from transformers.tokenization_utils_base import VERY_LARGE_INTEGER
 from transformers import DataCollatorForLanguageModeling, DataCollatorWithPadding, set_seed
 
 from scratchformer import ScratchformerForMaskedLM, ScratchformerForSequenceClassification
+from scratchformer.modeling_scratchformer import head_and_tail
 
 from . import common
 from .data import ID2LABEL, LABEL2ID
@@ -32,17 +34,16 @@ PRESETS = {
 
 
 def encode(tokenizer, texts: list[str], max_length: int, head_tokens: int) -> list[list[int]]:
-    """Token ids of each review; long ones keep their beginning and their end, where reviewers sum up."""
-    encoded = tokenizer(texts)["input_ids"]
-    tail = max_length - head_tokens
-    return [ids if len(ids) <= max_length else ids[:head_tokens] + ids[-tail:] for ids in encoded]
+    """Token ids of each review; long ones keep their beginning and their end, where reviewers sum up (the rule the
+    saved model applies itself to long inputs: config.classifier_head_tokens)."""
+    return [head_and_tail(ids, max_length, head_tokens) for ids in tokenizer(texts)["input_ids"]]
 
 
 def model_config(tokenizer, preset: common.Preset, **settings):
     """The classifier's architecture for a preset: the shared one plus pooling and the IMDb labels."""
     return common.model_config(
         tokenizer, preset, classifier_pooling=preset.classifier_pooling, id2label=dict(ID2LABEL),
-        label2id=dict(LABEL2ID), **settings
+        label2id=dict(LABEL2ID), classifier_head_tokens=preset.head_tokens, **settings
     )
 
 
@@ -124,6 +125,9 @@ def main(argv=None):
             **common.base_metrics(args, trainer.model, stopwatch.total(), data),
             "pretrained": pretrained is not None,
         }
+        # The saved model cuts long reviews itself (head and tail, config.classifier_head_tokens): the tokenizer
+        # must not cut them first, or pipeline(..., truncation=True) would read another text than the recipe did.
+        tokenizer.model_max_length = VERY_LARGE_INTEGER
         common.finish(output, trainer, tokenizer, metrics, "eval_accuracy", "IMDb classification (fine-tuning)",
                       data["test"][0]["text"])
         print(f"test accuracy {scores['accuracy']:.4f}  f1 {scores['f1']:.4f}  wall time {metrics['wall_time_s']:.0f} s"
