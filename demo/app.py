@@ -5,6 +5,7 @@ Models load with `trust_remote_code=True` from their folders or Hub repos, so th
 scratchformer package is not installed.
 """
 
+import inspect
 import io
 import json
 import os
@@ -147,18 +148,27 @@ def attention_strip(weights: torch.Tensor, labels: list[str], title: str):
 def classify(loaded: LoadedModel, text: str, layer: int, head: str):
     """Label and score from pipeline('text-classification'), the heat-map, and a message (truncation)."""
     text = checked_text(text, "review")
-    limit = model_limit(loaded)
+    config = loaded.model.config
+    limit = config.max_position_embeddings
     classifier = pipeline("text-classification", model=loaded.model, tokenizer=loaded.tokenizer)
-    scores = classifier(text, truncation=True, max_length=limit, top_k=None)
-    inputs = loaded.tokenizer(text, truncation=True, max_length=limit, return_tensors="pt")
+    head_tokens = getattr(config, "classifier_head_tokens", None)
+    if head_tokens is None:  # the tokenizer keeps the first `limit` tokens
+        scores = classifier(text, truncation=True, max_length=limit, top_k=None)
+        inputs = loaded.tokenizer(text, truncation=True, max_length=limit, return_tensors="pt")
+        kept = f"the first {limit} were kept"
+    else:  # the model keeps head and tail itself, by its own rule (read from its code, which may be remote code)
+        scores = classifier(text, top_k=None)
+        ids = inspect.getmodule(loaded.model).head_and_tail(loaded.tokenizer(text)["input_ids"], limit, head_tokens)
+        inputs = {"input_ids": torch.tensor([ids]), "attention_mask": torch.ones(1, len(ids), dtype=torch.long)}
+        kept = f"the first {head_tokens} and the last {limit - head_tokens} were kept"
     with torch.no_grad():
         attentions = loaded.model(**inputs, output_attentions=True).attentions
-    weights = pooled_attention(attentions, inputs["attention_mask"], loaded.model.config.classifier_pooling)
+    weights = pooled_attention(attentions, inputs["attention_mask"], config.classifier_pooling)
     layer = max(1, min(int(layer), weights.shape[0]))
     row = weights[layer - 1].mean(0) if head == "mean" else weights[layer - 1, int(head)]
     title = f"attention the pooled vector draws on: layer {layer}, head {head}"
     image = attention_strip(row, token_labels(loaded.tokenizer, inputs["input_ids"][0].tolist()), title)
-    note = truncation_note(loaded.tokenizer, text, limit, f"the first {limit} were kept")
+    note = truncation_note(loaded.tokenizer, text, limit, kept)
     return {s["label"]: float(s["score"]) for s in scores}, image, note
 
 

@@ -41,7 +41,9 @@ def folders(tmp_path_factory, tokenizer):
         tiny_config(**vocab, is_encoder_decoder=True, decoder_start_token_id=tokenizer.bos_token_id, encoder_layers=1,
                     decoder_layers=1)
     )
+    head_tail = ScratchformerForSequenceClassification(tiny_config(**vocab, num_labels=2, classifier_head_tokens=16))
     models = {
+        "head-tail classifier": head_tail.eval(),
         "classifier": train_briefly(classifier, tokenizer, texts, labels),
         "lm": train_briefly(lm, tokenizer, texts),
         "translator": seq2seq.eval(),
@@ -76,6 +78,9 @@ def test_classify_gives_label_scores_heat_map_and_says_how_it_truncated(folders)
     assert image.size[0] > 100 and note == ""
     _, _, note = app.classify(loaded, "a great film " * 40, 1, "0")
     assert "the first 64 were kept" in note and "tokens" in note
+    head_tail = app.load(folders["head-tail classifier"])
+    scores, image, note = app.classify(head_tail, "a great film " * 40, 1, "0")
+    assert "the first 16 and the last 48 were kept" in note and image.size[0] > 100
     with pytest.raises(app.DemoInputError, match="review is empty"):
         app.classify(loaded, "   ", 1, "mean")
 
