@@ -5,6 +5,7 @@ Models load with `trust_remote_code=True` from their folders or Hub repos, so th
 scratchformer package is not installed.
 """
 
+import functools
 import inspect
 import io
 import json
@@ -259,9 +260,6 @@ def translate(loaded: LoadedModel, text: str):
 def shown_errors(function, outputs_before_note: int):
     """Run a handler; a DemoInputError clears its outputs and puts the message in the note line under them (a
     message that stays on the page, unlike a pop-up)."""
-    import functools
-    import inspect
-
     def cleared(error):
         return (None,) * outputs_before_note + (f"**{error}**",)
 

@@ -6,6 +6,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 
 from conftest import REPO_ROOT
 
@@ -45,7 +46,7 @@ def test_the_readme_first_command_sets_itself_up_and_trains_on_a_fresh_clone(tmp
         "--preset", "tiny", "--data-source", str(fake_aclimdb), "--output-dir", str(output),
     ]
     # A fresh shell: no venv active, nothing of this test run's environment on PATH.
-    venv_bin = os.path.dirname(os.path.abspath(os.sys.executable))
+    venv_bin = os.path.dirname(os.path.abspath(sys.executable))
     path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if os.path.abspath(p) != venv_bin)
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
     env.update(PATH=path, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
