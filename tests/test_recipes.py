@@ -50,9 +50,16 @@ def test_lm_writes_perplexity_and_samples(tmp_path, fake_aclimdb):
     recipe("lm", output, fake_aclimdb)
     metrics = json.loads((output / "metrics.json").read_text())
     assert 1.0 < metrics["perplexity"] < 400  # the 379-token vocabulary bounds a trained model well below that
+    assert 0 < metrics["bits_per_byte"] < 8 and metrics["test_tokens"] < metrics["test_bytes"]
+    assert metrics["default_decoding"] in metrics["decoding_test"] and metrics["pipeline_tokens_per_s"] > 0
+    for name in ("reviews", "greedy", "beam4", metrics["default_decoding"]):
+        assert 0 <= metrics["decoding_test"][name]["known_word_share"] <= 1
     samples = json.loads((output / "samples.json").read_text())
-    assert len(samples) == 3 and all(s["greedy"] and s["beam4"] and s["prompt"] for s in samples)
-    assert (output / "generation_config.json").exists() and (output / "training_curve.png").exists()
+    assert len(samples) == 5 and all(s["greedy"] and s["beam4"] and s["prompt"] for s in samples)
+    saved = json.loads((output / "generation_config.json").read_text())
+    assert all(saved.get(k, v) == v for k, v in metrics["default_decoding_settings"].items() if k != "do_sample")
+    assert saved.get("do_sample", False) == metrics["default_decoding_settings"]["do_sample"]
+    assert saved["max_new_tokens"] == 16 and (output / "training_curve.png").exists()
 
 
 def test_an_existing_run_is_not_overwritten_without_resume(tmp_path, fake_aclimdb):
@@ -105,9 +112,9 @@ def test_set_changes_preset_values_with_their_types_and_refuses_unknown_keys(cap
     from training.classify import PRESETS
 
     args = common.parse_args("x", PRESETS, "out", ["--preset", "tiny", "--set", "epochs=3", "--set", "max_length=48",
-                                                   "--set", "group_by_length=false", "--set", "max_test_docs=none"])
+                                                   "--set", "group_by_length=false", "--set", "optimizer=muon"])
     values = args.preset_values
-    assert (values.epochs, values.max_length, values.group_by_length, values.max_test_docs) == (3.0, 48, False, None)
+    assert (values.epochs, values.max_length, values.group_by_length, values.optimizer) == (3.0, 48, False, "muon")
     assert values.hidden_size == PRESETS["tiny"].hidden_size  # untouched values stay the preset's
     for bad, message in [("epoch=3", "KEY one of"), ("max_length=long", "not a valid int"), ("bf16=maybe", "bool")]:
         with pytest.raises(SystemExit):

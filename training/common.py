@@ -51,11 +51,12 @@ class Preset:
     warmup: float = 0.06
     pretrain_epochs: float = 0.0  # masked-LM pre-training on the train texts before fine-tuning (0 = none)
     bigram_buckets: int = 0  # hashed (previous token, token) embeddings, fastText-style (ScratchformerConfig; 0 = off)
+    optimizer: str = "adamw"  # or "muon": Muon on the hidden 2-D matrices, AdamW on the rest (MuonWithAdamW)
+    lr_scheduler: str = "linear"  # a transformers scheduler name, e.g. "cosine"
     save_steps: int = 200
     eval_batch_size: int = 64
     # Batches of similar lengths: reviews vary from ~50 to 1,000+ tokens, so random batches are mostly padding.
     group_by_length: bool = True
-    max_test_docs: int | None = None  # LM: test reviews used for perplexity (None = all)
     bf16: bool = False
 
 
@@ -216,7 +217,7 @@ def training_arguments(
         learning_rate=preset.learning_rate,
         weight_decay=preset.weight_decay,
         warmup_steps=preset.warmup,
-        lr_scheduler_type="linear",
+        lr_scheduler_type=preset.lr_scheduler,
         logging_steps=max(1, preset.save_steps // 4),
         save_strategy="steps",
         save_steps=preset.save_steps,
@@ -310,6 +311,51 @@ class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
     def __iter__(self):
         self.generator = torch.Generator().manual_seed(self.seed + self.epoch)
         return super().__iter__()
+
+
+class MuonWithAdamW(torch.optim.Optimizer):
+    """Muon (torch.optim.Muon) on the hidden 2-D weight matrices, AdamW on embeddings, norms and biases: one optimizer,
+    so that Trainer's scheduler sets both learning rates and its checkpoints save and restore both states.
+
+    Muon's update is scaled to AdamW's size (adjust_lr_fn="match_rms_adamw"), so one learning rate serves both."""
+
+    def __init__(self, model: torch.nn.Module, lr: float, weight_decay: float):
+        hidden = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim == 2 and ".layers." in n]
+        hidden_ids = {id(p) for p in hidden}
+        rest = [p for p in model.parameters() if p.requires_grad and id(p) not in hidden_ids]
+        self.muon = torch.optim.Muon(hidden, lr=lr, weight_decay=weight_decay, adjust_lr_fn="match_rms_adamw")
+        self.adamw = torch.optim.AdamW(rest, lr=lr, weight_decay=0.0)  # embeddings, norms, biases: not decayed
+        super().__init__(self.muon.param_groups + self.adamw.param_groups, {})  # the same group dicts: one schedule
+        self._share_state()
+
+    def _share_state(self) -> None:
+        """Point both inner optimizers at this one's groups and state (load_state_dict replaces both objects)."""
+        count = len(self.muon.param_groups)
+        self.muon.param_groups, self.adamw.param_groups = self.param_groups[:count], self.param_groups[count:]
+        self.muon.state = self.adamw.state = self.state
+
+    def load_state_dict(self, state_dict) -> None:
+        super().load_state_dict(state_dict)
+        self._share_state()
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self.muon.step()
+        self.adamw.step()
+        return loss
+
+
+def optimizer_for(model: torch.nn.Module, preset: Preset):
+    """The preset's optimizer when Trainer's own (AdamW) is not it, else None (Trainer builds AdamW)."""
+    if preset.optimizer == "adamw":
+        return None
+    if preset.optimizer == "muon":
+        return MuonWithAdamW(model, preset.learning_rate, preset.weight_decay)
+    raise ValueError(f"optimizer={preset.optimizer!r}: expected 'adamw' or 'muon'")
 
 
 class ExactResume:

@@ -1,16 +1,20 @@
-"""IMDb language model: tokenizer -> causal LM on the train reviews -> test perplexity -> greedy and beam samples.
+"""IMDb language model: tokenizer -> causal LM on the train reviews -> test bits per byte -> the decoding that reads best.
 
     python -m training.lm [--preset cpu-small|cpu-best|gpu] [--output-dir runs/imdb-lm] [--resume]
 
-Writes a Hub-ready folder: weights + code, tokenizer, generation config, metrics.json (perplexity),
-samples.json, training_curve.png, attention.png and the model card (README.md).
+Writes a Hub-ready folder: weights + code, tokenizer, generation_config.json (the chosen decoding, which
+pipeline("text-generation") uses), metrics.json (bits per byte and perplexity on all test reviews, decoding
+statistics), samples.json, training_curve.png, attention.png and the model card (README.md).
 """
 
 import math
+import re
+import time
 from itertools import chain
 
 import torch
-from transformers import DataCollatorForLanguageModeling, set_seed
+import torch.nn.functional as F
+from transformers import DataCollatorForLanguageModeling, pipeline, set_seed
 
 from scratchformer import ScratchformerForCausalLM
 
@@ -21,29 +25,164 @@ PRESETS = {
                           intermediate_size=64, max_length=32, epochs=1, batch_size=8, save_steps=4,
                           eval_batch_size=32, learning_rate=3e-3),
     # Rotary positions (RoPE): relative offsets generalise across the block, where GPT-2 learns one vector per slot.
-    "cpu-small": common.Preset(vocab_size=8000, epochs=1, max_test_docs=2000, position_embedding_type="rotary"),
+    "cpu-small": common.Preset(vocab_size=8000, epochs=1, dropout=0.0, position_embedding_type="rotary"),
     "cpu-best": common.Preset(vocab_size=8000, hidden_size=256, num_hidden_layers=4, intermediate_size=1024,
-                              epochs=1, max_test_docs=2000, learning_rate=6e-4, position_embedding_type="rotary"),
+                              epochs=1, dropout=0.0, learning_rate=6e-4, position_embedding_type="rotary"),
     "gpu": common.Preset(vocab_size=16000, hidden_size=512, num_hidden_layers=6, num_attention_heads=8,
                          intermediate_size=2048, max_length=512, epochs=3, batch_size=64, eval_batch_size=128,
                          learning_rate=3e-4, save_steps=500, bf16=True, position_embedding_type="rotary"),
 }
-PROMPT_TOKENS = 12
-NEW_TOKENS = 40
+NEW_TOKENS = 64  # continuations measured and shown: 64 new tokens after a review's first sentence
+PROMPTS = 100  # reviews whose first sentence is continued, for the decoding statistics
+# Decodings compared on validation prompts; the one whose statistics are closest to the reviews' own continuations
+# becomes generation_config.json. Greedy and 4-beam search are the reference points the issue asks for.
+DECODINGS = {
+    "greedy": {"do_sample": False},
+    "beam4": {"do_sample": False, "num_beams": 4},
+    "sample": {"do_sample": True, "temperature": 1.0, "top_k": 0},
+    "top_p_0.9": {"do_sample": True, "temperature": 1.0, "top_p": 0.9, "top_k": 0},
+    "t0.8_top_p_0.95": {"do_sample": True, "temperature": 0.8, "top_p": 0.95, "top_k": 0},
+    "t0.8_top_k_40_rep1.2": {"do_sample": True, "temperature": 0.8, "top_k": 40, "repetition_penalty": 1.2},
+    "top_p_0.9_no_repeat_3": {"do_sample": True, "top_p": 0.9, "top_k": 0, "no_repeat_ngram_size": 3},
+}
+STATISTICS = ("distinct_1", "distinct_2", "repeated_4gram_share", "whitespace_only_share", "known_word_share")
+
+
+def token_stream(tokenizer, texts: list[str]) -> list[int]:
+    """The texts as one token stream, each ended by the end-of-text token </s>: how the LM reads reviews."""
+    return list(chain.from_iterable(ids + [tokenizer.eos_token_id] for ids in tokenizer(texts)["input_ids"]))
 
 
 def blocks(tokenizer, texts: list[str], block_size: int) -> dict[str, list[list[int]]]:
-    """Concatenate the reviews (each ended by </s>) and cut the stream into equal blocks, as GPT-2 was trained."""
-    stream = list(chain.from_iterable(ids + [tokenizer.eos_token_id] for ids in tokenizer(texts)["input_ids"]))
+    """Pack the stream into equal blocks across review boundaries, as GPT-2 was trained."""
+    stream = token_stream(tokenizer, texts)
     usable = len(stream) - len(stream) % block_size
     return {"input_ids": [stream[i : i + block_size] for i in range(0, usable, block_size)]}
 
 
+def scored_windows(ids: list[int], block_size: int) -> list[list[int]]:
+    """Windows of at most block_size tokens overlapping by one, so that every token but the first is predicted once."""
+    step = block_size - 1
+    return [ids[start : start + block_size] for start in range(0, max(1, len(ids) - 1), step)]
+
+
+@torch.no_grad()
+def bits_per_byte(model, tokenizer, texts: list[str], block_size: int, batch_size: int) -> dict:
+    """Total NLL of the texts in bits per UTF-8 byte of the texts, a figure any tokenizer can be compared on; also
+    per token (loss, perplexity). Every token of every review and its </s> is scored once, after a leading </s>."""
+    ids = [tokenizer.eos_token_id] + token_stream(tokenizer, texts)
+    windows = scored_windows(ids, block_size)
+    model.eval()
+    nats = 0.0
+    for first in range(0, len(windows), batch_size):
+        batch = windows[first : first + batch_size]
+        input_ids = torch.full((len(batch), max(map(len, batch))), tokenizer.pad_token_id)
+        labels = torch.full_like(input_ids, -100)
+        for row, window in enumerate(batch):
+            input_ids[row, : len(window)] = labels[row, : len(window)] = torch.tensor(window)
+        # Right padding needs no attention mask: causal attention never looks ahead at it.
+        logits = model(input_ids=input_ids.to(model.device)).logits
+        nats += F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten().to(model.device),
+                                ignore_index=-100, reduction="sum").item()
+    tokens, size = len(ids) - 1, sum(len(text.encode("utf-8")) for text in texts)
+    return {"bits_per_byte": nats / math.log(2) / size, "loss": nats / tokens, "perplexity": math.exp(nats / tokens),
+            "tokens": tokens, "bytes": size}
+
+
+WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
+
+
+def words(text: str) -> list[str]:
+    """The lower-cased words of a text (letters, with an inner apostrophe)."""
+    return WORD.findall(text.lower())
+
+
+def first_sentence(text: str, max_chars: int = 200) -> str:
+    """A review's first sentence (up to its first . ! or ?), at most max_chars long: the prompt it is continued from."""
+    match = re.match(r"\s*(.+?[.!?])(?=\s|$)", text, re.S)
+    return (match.group(1) if match else text)[:max_chars]
+
+
+def continuation_statistics(continuations: list[str], known_words: set[str]) -> dict[str, float]:
+    """How a set of continuations reads: distinct-1/2 (distinct word uni/bigrams over all of them), the share of
+    word 4-grams that repeat one earlier in the same continuation, the share of whitespace-only continuations, and
+    the share of words found in the train split's word list."""
+    unigrams, bigrams, fourgrams, repeats = [], [], 0, 0
+    for text in continuations:
+        tokens = words(text)
+        unigrams += tokens
+        bigrams += list(zip(tokens, tokens[1:]))
+        seen = set()
+        for gram in zip(tokens, tokens[1:], tokens[2:], tokens[3:]):
+            repeats += gram in seen
+            fourgrams += 1
+            seen.add(gram)
+    return {
+        "distinct_1": len(set(unigrams)) / max(1, len(unigrams)),
+        "distinct_2": len(set(bigrams)) / max(1, len(bigrams)),
+        "repeated_4gram_share": repeats / max(1, fourgrams),
+        "whitespace_only_share": sum(not text.strip() for text in continuations) / max(1, len(continuations)),
+        "known_word_share": sum(w in known_words for w in unigrams) / max(1, len(unigrams)),
+    }
+
+
+@torch.no_grad()
+def continue_prompts(model, tokenizer, prompts: list[str], settings: dict, seed: int, batch_size: int = 25) -> list[str]:
+    """NEW_TOKENS-token continuations of each prompt with one decoding, batched with left padding, KV-cached."""
+    model.eval()
+    tokenizer.padding_side = "left"
+    set_seed(seed)
+    texts, new = [], new_tokens(model)
+    for first in range(0, len(prompts), batch_size):
+        batch = tokenizer(prompts[first : first + batch_size], return_tensors="pt", padding=True, truncation=True,
+                          max_length=model.config.max_position_embeddings - new).to(model.device)
+        out = model.generate(**batch, max_new_tokens=new, min_new_tokens=new // 4,
+                             pad_token_id=tokenizer.pad_token_id, **settings)
+        texts += tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+    tokenizer.padding_side = "right"
+    return texts
+
+
+def new_tokens(model) -> int:
+    """NEW_TOKENS, or half the positions of a model with fewer (the tiny preset)."""
+    return min(NEW_TOKENS, model.config.max_position_embeddings // 2)
+
+
+def reference_continuations(tokenizer, texts: list[str]) -> tuple[list[str], list[str]]:
+    """(prompts, what the reviews themselves say next): each review's first sentence and its next NEW_TOKENS tokens."""
+    prompts = [first_sentence(text) for text in texts]
+    follow = [tokenizer.decode(tokenizer(text[len(p) :])["input_ids"][:NEW_TOKENS]) for p, text in zip(prompts, texts)]
+    return prompts, follow
+
+
+def choose_decoding(model, tokenizer, texts: list[str], known_words: set[str], seed: int) -> tuple[str, dict]:
+    """The decoding whose continuations of these (validation) reviews read most like the reviews themselves: the
+    smallest summed distance of the STATISTICS to those of the reviews' own next tokens. Returns (name, table)."""
+    prompts, follow = reference_continuations(tokenizer, texts)
+    table = {"reviews": continuation_statistics(follow, known_words)}
+    for name, settings in DECODINGS.items():
+        table[name] = continuation_statistics(continue_prompts(model, tokenizer, prompts, settings, seed), known_words)
+        table[name]["distance"] = sum(abs(table[name][k] - table["reviews"][k]) for k in STATISTICS)
+    best = min(DECODINGS, key=lambda name: table[name]["distance"])
+    return best, table
+
+
+def pipeline_speed(model, tokenizer, prompts: list[str], batch_size: int = 25) -> float:
+    """New tokens per second of pipeline("text-generation") with the saved default decoding, batched."""
+    tokenizer.padding_side = "left"
+    generator = pipeline("text-generation", model=model, tokenizer=tokenizer)
+    start = time.perf_counter()
+    room = model.config.max_position_embeddings - new_tokens(model)  # prompt tokens that leave room to continue
+    outputs = generator(prompts, batch_size=batch_size, return_full_text=False, truncation=True,
+                        tokenizer_encode_kwargs={"max_length": room})
+    seconds = time.perf_counter() - start
+    tokenizer.padding_side = "right"
+    return sum(len(tokenizer(o[0]["generated_text"])["input_ids"]) for o in outputs) / seconds
+
+
 def prepare_data(args, preset: common.Preset, work):
-    """IMDb (test capped at preset.max_test_docs reviews), its tokenizer, and both packed into equal blocks."""
+    """IMDb, its tokenizer (trained on the train split), and the train and validation reviews packed into blocks."""
     data = common.load_data(args)
-    if preset.max_test_docs is not None and len(data["test"]) > preset.max_test_docs:
-        data["test"] = data["test"].shuffle(seed=args.seed).select(range(preset.max_test_docs))
     tokenizer = common.tokenizer_for(data["train"]["text"], work, preset)
     packed = data.map(
         lambda batch: blocks(tokenizer, batch["text"], preset.max_length),
@@ -53,20 +192,31 @@ def prepare_data(args, preset: common.Preset, work):
     return data, tokenizer, packed
 
 
-def samples(model, tokenizer, texts: list[str]) -> list[dict]:
-    """Greedy and 4-beam continuations of the first tokens of a few test reviews."""
-    model.eval()
-    results = []
-    for text in texts:
-        prompt = tokenizer(text, return_tensors="pt")["input_ids"][:, :PROMPT_TOKENS].to(model.device)
-        row = {"prompt": tokenizer.decode(prompt[0])}
-        new_tokens = min(NEW_TOKENS, model.config.max_position_embeddings - prompt.shape[1])
-        for name, settings in {"greedy": {}, "beam4": {"num_beams": 4, "no_repeat_ngram_size": 3}}.items():
-            with torch.no_grad():
-                out = model.generate(prompt, max_new_tokens=new_tokens, do_sample=False, **settings)
-            row[name] = tokenizer.decode(out[0, prompt.shape[1]:], skip_special_tokens=True)
-        results.append(row)
-    return results
+def known_words(texts: list[str]) -> set[str]:
+    """The train split's word list."""
+    return {w for text in texts for w in words(text)}
+
+
+def decoding_report(model, tokenizer, data, seed: int) -> dict:
+    """Choose the default decoding on validation reviews, save it as the generation config, and measure greedy, 4-beam
+    and it on the first sentences of PROMPTS test reviews; five unedited samples; pipeline tokens per second."""
+    vocabulary = known_words(list(data["train"]["text"]))
+    best, validation_table = choose_decoding(model, tokenizer, data["validation"][:PROMPTS]["text"], vocabulary, seed)
+    model.generation_config.update(**DECODINGS[best], max_new_tokens=new_tokens(model),
+                                   pad_token_id=tokenizer.pad_token_id)
+    prompts, follow = reference_continuations(tokenizer, data["test"][:PROMPTS]["text"])
+    test_table = {"reviews": continuation_statistics(follow, vocabulary)}
+    shown = {}
+    for name in dict.fromkeys(["greedy", "beam4", best]):
+        shown[name] = continue_prompts(model, tokenizer, prompts, DECODINGS[name], seed)
+        test_table[name] = continuation_statistics(shown[name], vocabulary)
+    return {
+        "default_decoding": best,
+        "default_decoding_settings": DECODINGS[best],
+        "decoding_validation": validation_table,
+        "decoding_test": test_table,
+        "pipeline_tokens_per_s": pipeline_speed(model, tokenizer, prompts),
+    }, [{"prompt": p, **{name: texts[i] for name, texts in shown.items()}} for i, p in enumerate(prompts[:5])]
 
 
 def main(argv=None):
@@ -82,32 +232,52 @@ def main(argv=None):
     data, tokenizer, packed = prepare_data(args, preset, work)
 
     set_seed(args.seed)  # weight initialisation happens before Trainer seeds anything
+    model = ScratchformerForCausalLM(common.model_config(tokenizer, preset, is_decoder=True))
     common.enter_phase(output, "train")
     trainer = common.RecipeTrainer(
-        model=ScratchformerForCausalLM(common.model_config(tokenizer, preset, is_decoder=True)),
-        args=common.training_arguments(work / "train", preset, args.seed, preset.epochs, eval_strategy="epoch"),
+        model=model,
+        args=common.training_arguments(work / "train", preset, args.seed, preset.epochs, eval_strategy="steps",
+                                       eval_steps=preset.save_steps),
         train_dataset=packed["train"],
         eval_dataset=packed["validation"],
         data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
         processing_class=tokenizer,
+        optimizers=(common.optimizer_for(model, preset), None),
     )
     common.run_phase(trainer, work / "train", args.resume, stopwatch)
 
     common.enter_phase(output, "evaluate")
-    test_loss = trainer.evaluate(packed["test"], metric_key_prefix="test")["test_loss"]
     if trainer.is_world_process_zero():
+        measure = lambda split: bits_per_byte(trainer.model, tokenizer, list(data[split]["text"]), preset.max_length,
+                                              preset.eval_batch_size)
+        validation, test = measure("validation"), measure("test")
+        decoding, shown = decoding_report(trainer.model, tokenizer, data, args.seed)
         metrics = {
-            "perplexity": math.exp(test_loss),
-            "test_loss": test_loss,
-            "test_tokens": len(packed["test"]) * preset.max_length,
+            "bits_per_byte": test["bits_per_byte"],
+            "perplexity": test["perplexity"],
+            "test_loss": test["loss"],
+            "test_tokens": test["tokens"],
+            "test_bytes": test["bytes"],
+            "validation_bits_per_byte": validation["bits_per_byte"],
+            "validation_curve": validation_curve(trainer.state.log_history,
+                                                 preset.batch_size * preset.max_length, validation),
+            **decoding,
             **common.base_metrics(args, trainer.model, stopwatch.total(), data),
         }
         common.finish(output, trainer, tokenizer, metrics, "eval_loss", "IMDb causal language model",
-                      data["test"][0]["text"],
-                      extra_json={"samples.json": samples(trainer.model, tokenizer, data["test"][:3]["text"])})
-        print(f"test perplexity {metrics['perplexity']:.2f} on {metrics['test_tokens']} tokens, "
+                      data["test"][0]["text"], extra_json={"samples.json": shown})
+        print(f"test bits per byte {metrics['bits_per_byte']:.3f} (perplexity {metrics['perplexity']:.1f}) on "
+              f"{len(data['test'])} reviews, default decoding {decoding['default_decoding']}, "
               f"wall time {metrics['wall_time_s']:.0f} s  -> {output}")
     return 0
+
+
+def validation_curve(log_history: list[dict], tokens_per_step: int, validation: dict) -> list[dict]:
+    """Validation bits per byte at each evaluation during training (the Trainer's per-token eval_loss on the packed
+    validation blocks, scaled by the validation split's tokens per byte), against steps and train tokens seen."""
+    tokens_per_byte = validation["tokens"] / validation["bytes"]
+    return [{"step": e["step"], "train_tokens": e["step"] * tokens_per_step,
+             "bits_per_byte": e["eval_loss"] / math.log(2) * tokens_per_byte} for e in log_history if "eval_loss" in e]
 
 
 if __name__ == "__main__":
