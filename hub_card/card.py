@@ -41,6 +41,7 @@ GREEDY, BEAM4 = {"num_beams": 1}, {"num_beams": 4}
 METRICS = {
     "accuracy": Metric("accuracy", "Accuracy", 4, "text-classification"),
     "f1": Metric("f1", "F1", 4, "text-classification"),
+    "bits_per_byte": Metric("bits_per_byte", "Bits per byte", 3, "text-generation"),
     "perplexity": Metric("perplexity", "Perplexity", 2, "text-generation"),
     "eval_loss": Metric("loss", "Eval loss", 4, "text-generation"),
     # training/translate.py: exact_match / chrf are the 4-beam scores again; the split keys say how each was decoded.
@@ -377,8 +378,8 @@ HEADS = {
             'inputs = tokenizer("This movie was", return_tensors="pt")\n'
             "output = model.generate(**inputs, max_new_tokens=40, do_sample=False)\n"
             "print(tokenizer.decode(output[0], skip_special_tokens=True))\n",
-            'generator = pipeline("text-generation", model=repo, trust_remote_code=True)\n'
-            'print(generator("This movie was", max_new_tokens=40)[0]["generated_text"])\n',
+            'generator = pipeline("text-generation", model=repo, trust_remote_code=True)  # the saved decoding\n'
+            'print(generator("This movie was")[0]["generated_text"])\n',
         ),
         extra_rows=_tied_row("Tied input/output embeddings"),
         limitation="- Generated text is review-like but can be repetitive or incoherent, and it is not factual.",
@@ -550,6 +551,38 @@ def _results(metrics: dict[str, Any], corpus: Corpus) -> str | None:
             + "\n".join(rows) + "\n" + note)
 
 
+def _decoding(metrics: dict[str, Any], model_dir: Path) -> str | None:
+    """Markdown: the saved default decoding, how each decoding's continuations read, and unedited samples of the
+    default (a causal LM run's metrics.json "decoding_test" and samples.json); None for other models."""
+    table, default = metrics.get("decoding_test"), _text(metrics.get("default_decoding"))
+    if not isinstance(table, dict) or not default:
+        return None
+    columns = [("distinct_1", "distinct-1"), ("distinct_2", "distinct-2"), ("repeated_4gram_share", "repeated 4-grams"),
+               ("whitespace_only_share", "whitespace only"), ("known_word_share", "known words")]
+    lines = [
+        f"`generation_config.json` holds the decoding chosen on validation reviews, `{default}` "
+        f"(`{json.dumps(metrics.get('default_decoding_settings', {}))}`): its continuations' statistics are the "
+        "closest to the reviews' own. Continuations of the first sentence of test reviews:\n",
+        "| Decoding | " + " | ".join(label for _, label in columns) + " |",
+        "|---" * (len(columns) + 1) + "|",
+    ]
+    for name, stats in table.items():
+        label = "the reviews themselves" if name == "reviews" else f"`{name}`" + (" (default)" if name == default else "")
+        lines.append(f"| {label} | " + " | ".join(f"{_number(stats.get(k)) or 0:.3f}" for k, _ in columns) + " |")
+    speed = _number(metrics.get("pipeline_tokens_per_s"))
+    if speed is not None:
+        lines.append(f"\n`pipeline(\"text-generation\")` with the default decoding: {speed:,.0f} new tokens/s (batched).")
+    path = model_dir / "samples.json"
+    samples = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
+    shown = [s for s in samples if _text(s.get("prompt")) and isinstance(s.get(default), str)]
+    if shown:
+        lines.append("\nSamples of the default decoding, unedited (prompt in bold):\n")
+        for sample in shown:
+            text = f"**{sample['prompt'].strip()}** {sample[default].strip()}".replace("\n", " ⏎ ")
+            lines.append(f"> {text}\n")
+    return "\n".join(lines) + "\n"
+
+
 def _limitations(head: Head, corpus: Corpus, config: dict[str, Any]) -> str:
     max_len = config.get("max_position_embeddings")
     lines = list(corpus.limitations)
@@ -601,6 +634,9 @@ def build_model_card(model_dir: str | os.PathLike, repo_id: str | None = None) -
     results = _results(metrics, corpus)
     if results:
         sections += ["## Results\n", results]
+    decoding = _decoding(metrics, model_dir)
+    if decoding:
+        sections += ["## Generation\n", decoding]
     training = _training(metrics)
     if training:
         sections += ["## Training\n", training]

@@ -51,11 +51,12 @@ def test_quick_speed_benchmark_writes_every_ratio(tmp_path):
 def test_lm_budget_trains_both_models_for_the_same_budget(tmp_path, fake_aclimdb):
     out = tmp_path / "lm.json"
     command = [sys.executable, "-m", "bench.lm_budget", "--preset", "tiny", "--data-source", str(fake_aclimdb),
-               "--output-dir", str(tmp_path / "run"), "--budget-s", "1", "--json", str(out)]
+               "--output-dir", str(tmp_path / "run"), "--budget-s", "1", "--grid-budget-s", "0.5",
+               "--learning-rates", "1e-3,1e-2", "--json", str(out)]
     run = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
                          env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "perplexity ratio" in run.stdout
+    assert "bits per byte ratio" in run.stdout
 
     report = json.loads(out.read_text())
     assert report["ours"]["model"] == "ScratchformerForCausalLM" and report["theirs"]["model"] == "GPT2LMHeadModel"
@@ -64,7 +65,10 @@ def test_lm_budget_trains_both_models_for_the_same_budget(tmp_path, fake_aclimdb
     for side in ("ours", "theirs"):
         assert report[side]["steps"] >= 1 and report[side]["train_s"] > 0
         assert 1.0 < report[side]["perplexity"] < 1000  # a 400-token vocabulary bounds a barely trained model
-    assert math.isclose(report["ratio"], report["ours"]["perplexity"] / report["theirs"]["perplexity"])
+        # each side trained at the grid's rate with the lowest validation bits per byte
+        grid = report["grid"][side]
+        assert set(grid) == {"0.001", "0.01"} and f"{report[side]['learning_rate']:g}" == min(grid, key=grid.get)
+    assert math.isclose(report["ratio"], report["ours"]["bits_per_byte"] / report["theirs"]["bits_per_byte"])
 
 
 def test_quick_translation_benchmark_writes_speed_and_accuracy(tmp_path):

@@ -313,6 +313,17 @@ class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
         return super().__iter__()
 
 
+def hidden_matrices(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The 2-D weights of the hidden layers: every trainable matrix but embedding tables, the output layer and a
+    classifier (any model: ours, GPT-2's Conv1D, BERT)."""
+    outside = {id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
+    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if output is not None:
+        outside.add(id(output.weight))
+    return [p for name, p in model.named_parameters() if p.requires_grad and p.ndim == 2 and id(p) not in outside
+            and "classifier" not in name and not name.startswith("score")]
+
+
 class MuonWithAdamW(torch.optim.Optimizer):
     """Muon (torch.optim.Muon) on the hidden 2-D weight matrices, AdamW on embeddings, norms and biases: one optimizer,
     so that Trainer's scheduler sets both learning rates and its checkpoints save and restore both states.
@@ -320,7 +331,7 @@ class MuonWithAdamW(torch.optim.Optimizer):
     Muon's update is scaled to AdamW's size (adjust_lr_fn="match_rms_adamw"), so one learning rate serves both."""
 
     def __init__(self, model: torch.nn.Module, lr: float, weight_decay: float):
-        hidden = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim == 2 and ".layers." in n]
+        hidden = hidden_matrices(model)
         hidden_ids = {id(p) for p in hidden}
         rest = [p for p in model.parameters() if p.requires_grad and id(p) not in hidden_ids]
         self.muon = torch.optim.Muon(hidden, lr=lr, weight_decay=weight_decay, adjust_lr_fn="match_rms_adamw")

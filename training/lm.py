@@ -32,6 +32,7 @@ PRESETS = {
                          intermediate_size=2048, max_length=512, epochs=3, batch_size=64, eval_batch_size=128,
                          learning_rate=3e-4, save_steps=500, bf16=True, position_embedding_type="rotary"),
 }
+CURVE_BLOCKS = 128  # validation blocks evaluated at each save during training (the training curve)
 NEW_TOKENS = 64  # continuations measured and shown: 64 new tokens after a review's first sentence
 PROMPTS = 100  # reviews whose first sentence is continued, for the decoding statistics
 # Decodings compared on validation prompts; the one whose statistics are closest to the reviews' own continuations
@@ -46,6 +47,15 @@ DECODINGS = {
     "top_p_0.9_no_repeat_3": {"do_sample": True, "top_p": 0.9, "top_k": 0, "no_repeat_ngram_size": 3},
 }
 STATISTICS = ("distinct_1", "distinct_2", "repeated_4gram_share", "whitespace_only_share", "known_word_share")
+
+
+LINE_BREAKS = re.compile(r"\s*\n\s*")
+
+
+def collapse_line_breaks(text: str) -> str:
+    """A review's paragraph breaks (<br /><br />, cleaned to newlines) as one newline each: the LM reads and writes
+    single newlines, where runs of them are cheap tokens a small model learns to repeat forever."""
+    return LINE_BREAKS.sub("\n", text.strip())
 
 
 def token_stream(tokenizer, texts: list[str]) -> list[int]:
@@ -181,8 +191,9 @@ def pipeline_speed(model, tokenizer, prompts: list[str], batch_size: int = 25) -
 
 
 def prepare_data(args, preset: common.Preset, work):
-    """IMDb, its tokenizer (trained on the train split), and the train and validation reviews packed into blocks."""
+    """IMDb (line breaks collapsed), its tokenizer (trained on the train split), and the reviews packed into blocks."""
     data = common.load_data(args)
+    data = data.map(lambda row: {"text": collapse_line_breaks(row["text"])})
     tokenizer = common.tokenizer_for(data["train"]["text"], work, preset)
     packed = data.map(
         lambda batch: blocks(tokenizer, batch["text"], preset.max_length),
@@ -237,9 +248,10 @@ def main(argv=None):
     trainer = common.RecipeTrainer(
         model=model,
         args=common.training_arguments(work / "train", preset, args.seed, preset.epochs, eval_strategy="steps",
-                                       eval_steps=preset.save_steps),
+                                       eval_steps=preset.save_steps, prediction_loss_only=True),
         train_dataset=packed["train"],
-        eval_dataset=packed["validation"],
+        # The curve's points: a quick look at a slice of validation; all of it is measured at the end.
+        eval_dataset=packed["validation"].select(range(min(CURVE_BLOCKS, len(packed["validation"])))),
         data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
         processing_class=tokenizer,
         optimizers=(common.optimizer_for(model, preset), None),
