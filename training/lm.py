@@ -262,7 +262,9 @@ def main(argv=None):
     if trainer.is_world_process_zero():
         measure = lambda split: bits_per_byte(trainer.model, tokenizer, list(data[split]["text"]), preset.max_length,
                                               preset.eval_batch_size)
+        start = time.perf_counter()
         validation, test = measure("validation"), measure("test")
+        evaluation_s = time.perf_counter() - start
         decoding, shown = decoding_report(trainer.model, tokenizer, data, args.seed)
         metrics = {
             "bits_per_byte": test["bits_per_byte"],
@@ -271,6 +273,7 @@ def main(argv=None):
             "test_tokens": test["tokens"],
             "test_bytes": test["bytes"],
             "validation_bits_per_byte": validation["bits_per_byte"],
+            "bits_per_byte_s": round(evaluation_s, 1),  # seconds to score validation and test
             "validation_curve": validation_curve(trainer.state.log_history,
                                                  preset.batch_size * preset.max_length, validation),
             **decoding,
