@@ -561,8 +561,9 @@ def _decoding(metrics: dict[str, Any], model_dir: Path) -> str | None:
                ("whitespace_only_share", "whitespace only"), ("known_word_share", "known words")]
     lines = [
         f"`generation_config.json` holds the decoding chosen on validation reviews, `{default}` "
-        f"(`{json.dumps(metrics.get('default_decoding_settings', {}))}`): its continuations' statistics are the "
-        "closest to the reviews' own. Continuations of the first sentence of test reviews:\n",
+        f"(`{json.dumps(metrics.get('default_decoding_settings', {}))}`): of the decodings whose continuations do not "
+        "degenerate (no blank output, no more repeated 4-grams than the reviews, at least 90 % of their distinct-2), "
+        "the one with the most real words. Continuations of the first sentence of test reviews:\n",
         "| Decoding | " + " | ".join(label for _, label in columns) + " |",
         "|---" * (len(columns) + 1) + "|",
     ]

@@ -7,7 +7,7 @@ import torch
 from conftest import tiny_config
 
 from scratchformer import ScratchformerForCausalLM
-from training.lm import bits_per_byte, continuation_statistics, first_sentence, scored_windows
+from training.lm import bits_per_byte, continuation_statistics, first_sentence, readable, scored_windows
 
 
 def uniform_model(tokenizer) -> ScratchformerForCausalLM:
@@ -59,3 +59,12 @@ def test_first_sentence_is_the_prompt():
     assert first_sentence("  What a film! I loved it.") == "What a film!"
     assert first_sentence("No end here") == "No end here"
     assert first_sentence("Mr.Smith was great. Yes.") == "Mr.Smith was great."
+
+
+def test_readable_rejects_blank_looping_and_narrow_continuations():
+    reviews = {"whitespace_only_share": 0.0, "repeated_4gram_share": 0.0, "distinct_2": 0.8}
+    fine = {"whitespace_only_share": 0.0, "repeated_4gram_share": 0.01, "distinct_2": 0.75}
+    assert readable(fine, reviews)
+    assert not readable({**fine, "whitespace_only_share": 0.01}, reviews)
+    assert not readable({**fine, "repeated_4gram_share": 0.3}, reviews)
+    assert not readable({**fine, "distinct_2": 0.5}, reviews)
