@@ -25,7 +25,10 @@ PRESETS = {
                           intermediate_size=64, max_length=32, epochs=1, batch_size=8, save_steps=4,
                           eval_batch_size=32, learning_rate=3e-3),
     # Rotary positions (RoPE): relative offsets generalise across the block, where GPT-2 learns one vector per slot.
-    "cpu-small": common.Preset(vocab_size=8000, epochs=1, dropout=0.0, position_embedding_type="rotary"),
+    # Muon on the hidden matrices at 2e-2 (training/NOTES.md: 1.858 validation bits per byte against AdamW's 2.233
+    # on the same 5,000 reviews); 0.75 epoch leaves room in 20 minutes for scoring all 25,000 test reviews.
+    "cpu-small": common.Preset(vocab_size=8000, epochs=0.75, dropout=0.0, optimizer="muon", learning_rate=2e-2,
+                               position_embedding_type="rotary"),
     "cpu-best": common.Preset(vocab_size=8000, hidden_size=256, num_hidden_layers=4, intermediate_size=1024,
                               epochs=1, dropout=0.0, learning_rate=6e-4, position_embedding_type="rotary"),
     "gpu": common.Preset(vocab_size=16000, hidden_size=512, num_hidden_layers=6, num_attention_heads=8,
