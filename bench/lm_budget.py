@@ -1,6 +1,6 @@
 """Bits per byte of scratchformer's causal LM next to transformers' GPT2LMHeadModel for the same wall-clock budget.
 
-Usage: python -m bench.lm_budget [--preset cpu-small] [--budget-s 600] [--learning-rates 1e-3,3e-3,1e-2]
+Usage: python -m bench.lm_budget [--preset cpu-small] [--budget-s 600] [--learning-rates 1e-2,2e-2,4e-2]
                                  [--grid-budget-s 90] [--json PATH] [--output-dir DIR] [--set KEY=VALUE ...]
 
 Both models get the same IMDb train blocks, the same tokenizer (trained on the train split by the LM recipe's own
@@ -119,7 +119,7 @@ def measure(model, tokenizer, texts, preset) -> dict:
 
 def add_arguments(parser) -> None:
     parser.add_argument("--budget-s", type=float, default=600.0, help="training seconds per model, final runs")
-    parser.add_argument("--learning-rates", default="1e-3,3e-3,1e-2", help="the grid both sides choose from")
+    parser.add_argument("--learning-rates", default="1e-2,2e-2,4e-2", help="the grid both sides choose from")
     parser.add_argument("--grid-budget-s", type=float, default=90.0,
                         help="training seconds per side and learning rate when choosing the learning rate")
     parser.add_argument("--json", default=None, help="also write the results here")
