@@ -551,6 +551,11 @@ def _results(metrics: dict[str, Any], corpus: Corpus) -> str | None:
             + "\n".join(rows) + "\n" + note)
 
 
+def _markdown_escaped(text: str) -> str:
+    """Model text shown verbatim inside a Markdown quote: its markup characters escaped, newlines shown as ⏎."""
+    return re.sub(r"([\\`*_\[\]<>#|])", r"\\\1", text.strip()).replace("\n", " ⏎ ")
+
+
 def _decoding(metrics: dict[str, Any], model_dir: Path) -> str | None:
     """Markdown: the saved default decoding, how each decoding's continuations read, and unedited samples of the
     default (a causal LM run's metrics.json "decoding_test" and samples.json); None for other models."""
@@ -579,7 +584,7 @@ def _decoding(metrics: dict[str, Any], model_dir: Path) -> str | None:
     if shown:
         lines.append("\nSamples of the default decoding, unedited (prompt in bold):\n")
         for sample in shown:
-            text = f"**{sample['prompt'].strip()}** {sample[default].strip()}".replace("\n", " ⏎ ")
+            text = f"**{_markdown_escaped(sample['prompt'])}** {_markdown_escaped(sample[default])}"
             lines.append(f"> {text}\n")
     return "\n".join(lines) + "\n"
 

@@ -291,3 +291,23 @@ def test_validation_accepts_a_translation_folder_and_checks_its_auto_class(tmp_p
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(ModelFolderError, match="AutoModelForSeq2SeqLM"):  # the card's snippet could not load it
         validate_model_dir(folder)
+
+
+def test_a_language_models_card_shows_its_decoding_statistics_and_samples_verbatim(tmp_path):
+    stats = {"distinct_1": 0.3, "distinct_2": 0.8, "repeated_4gram_share": 0.0, "whitespace_only_share": 0.0,
+             "known_word_share": 0.95}
+    metrics = {"bits_per_byte": 1.69, "perplexity": 106.6, "default_decoding": "top_p_0.9",
+               "default_decoding_settings": {"do_sample": True, "top_p": 0.9}, "pipeline_tokens_per_s": 1091.9,
+               "decoding_test": {"reviews": stats, "greedy": {**stats, "repeated_4gram_share": 0.47},
+                                 "top_p_0.9": stats}}
+    folder = make_fake_model(tmp_path / "lm", "ScratchformerForCausalLM", metrics)
+    (folder / "samples.json").write_text(json.dumps([
+        {"prompt": "***SPOILER*** A <b>film</b>.", "greedy": "loop loop", "top_p_0.9": " It was _great_.\nTruly."},
+    ]))
+    card = build_model_card(folder, "a/lm")
+    assert model_index(card)["bits_per_byte"] == 1.69
+    assert "`top_p_0.9` (default) | 0.300 | 0.800 | 0.000 | 0.000 | 0.950 |" in card.text
+    assert "| `greedy` | 0.300 | 0.800 | 0.470 |" in card.text and "1,092 new tokens/s" in card.text
+    # the prompt's asterisks and tags stay text, not bold or HTML; the sample's newline is shown, not lost
+    assert r"> **\*\*\*SPOILER\*\*\* A \<b\>film\</b\>.** It was \_great\_. ⏎ Truly." in card.text
+    assert "loop loop" not in card.text  # only the default decoding's samples are shown
