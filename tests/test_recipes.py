@@ -59,7 +59,7 @@ def test_lm_writes_perplexity_and_samples(tmp_path, fake_aclimdb):
     saved = json.loads((output / "generation_config.json").read_text())
     assert all(saved.get(k, v) == v for k, v in metrics["default_decoding_settings"].items() if k != "do_sample")
     assert saved.get("do_sample", False) == metrics["default_decoding_settings"]["do_sample"]
-    assert saved["max_new_tokens"] == 16 and (output / "training_curve.png").exists()
+    assert (saved["max_new_tokens"], saved["min_new_tokens"]) == (16, 4) and (output / "training_curve.png").exists()
 
 
 def test_an_existing_run_is_not_overwritten_without_resume(tmp_path, fake_aclimdb):

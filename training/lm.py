@@ -54,7 +54,6 @@ DECODINGS = {
     "t0.8_top_k_40_rep1.2": {"do_sample": True, "temperature": 0.8, "top_k": 40, "repetition_penalty": 1.2},
     "top_p_0.9_no_repeat_3": {"do_sample": True, "top_p": 0.9, "top_k": 0, "no_repeat_ngram_size": 3},
 }
-STATISTICS = ("distinct_1", "distinct_2", "repeated_4gram_share", "whitespace_only_share", "known_word_share")
 
 
 LINE_BREAKS = re.compile(r"\s*\n\s*")
@@ -150,20 +149,21 @@ def continue_prompts(model, tokenizer, prompts: list[str], settings: dict, seed:
     model.eval()
     tokenizer.padding_side = "left"
     set_seed(seed)
-    texts, new = [], new_tokens(model)
+    texts, new = [], length_settings(model)["max_new_tokens"]
     for first in range(0, len(prompts), batch_size):
         batch = tokenizer(prompts[first : first + batch_size], return_tensors="pt", padding=True, truncation=True,
                           max_length=model.config.max_position_embeddings - new).to(model.device)
-        out = model.generate(**batch, max_new_tokens=new, min_new_tokens=new // 4,
-                             pad_token_id=tokenizer.pad_token_id, **settings)
+        out = model.generate(**batch, **length_settings(model), pad_token_id=tokenizer.pad_token_id, **settings)
         texts += tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
     tokenizer.padding_side = "right"
     return texts
 
 
-def new_tokens(model) -> int:
-    """NEW_TOKENS, or half the positions of a model with fewer (the tiny preset)."""
-    return min(NEW_TOKENS, model.config.max_position_embeddings // 2)
+def length_settings(model) -> dict[str, int]:
+    """How long a continuation is: NEW_TOKENS new tokens (half the positions of a model with fewer, the tiny
+    preset), at least a quarter of that before </s> may end it. Saved with the default decoding too."""
+    longest = min(NEW_TOKENS, model.config.max_position_embeddings // 2)
+    return {"max_new_tokens": longest, "min_new_tokens": longest // 4}
 
 
 def reference_continuations(tokenizer, texts: list[str]) -> tuple[list[str], list[str]]:
@@ -198,7 +198,7 @@ def pipeline_speed(model, tokenizer, prompts: list[str], batch_size: int = 25) -
     tokenizer.padding_side = "left"
     generator = pipeline("text-generation", model=model, tokenizer=tokenizer)
     start = time.perf_counter()
-    room = model.config.max_position_embeddings - new_tokens(model)  # prompt tokens that leave room to continue
+    room = model.config.max_position_embeddings - length_settings(model)["max_new_tokens"]  # room to continue
     outputs = generator(prompts, batch_size=batch_size, return_full_text=False, truncation=True,
                         tokenizer_encode_kwargs={"max_length": room})
     seconds = time.perf_counter() - start
@@ -229,8 +229,7 @@ def decoding_report(model, tokenizer, data, seed: int) -> dict:
     and it on the first sentences of PROMPTS test reviews; five unedited samples; pipeline tokens per second."""
     vocabulary = known_words(list(data["train"]["text"]))
     best, validation_table = choose_decoding(model, tokenizer, data["validation"][:PROMPTS]["text"], vocabulary, seed)
-    model.generation_config.update(**DECODINGS[best], max_new_tokens=new_tokens(model),
-                                   pad_token_id=tokenizer.pad_token_id)
+    model.generation_config.update(**DECODINGS[best], **length_settings(model), pad_token_id=tokenizer.pad_token_id)
     prompts, follow = reference_continuations(tokenizer, data["test"][:PROMPTS]["text"])
     test_table = {"reviews": continuation_statistics(follow, vocabulary)}
     shown = {}
