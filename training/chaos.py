@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-TIMINGS = {"wall_time_s"}  # metrics that measure the run, not its result
+TIMINGS = {"wall_time_s", "bits_per_byte_s", "pipeline_tokens_per_s"}  # metrics that measure the run, not its result
 PHASE_FILE = Path("work") / "phase.txt"
 
 
