@@ -578,11 +578,13 @@ class ScratchformerModel(ScratchformerPreTrainedModel):
                 else DynamicCache(config=self.config)
             )
 
+        # A static cache's length is a tensor: a compiled decoding step cannot branch on it, so the checks below run
+        # eagerly only (transformers compiles decoding steps; the eager prefill has checked the prompt).
         past_length = cache.get_seq_length() if cache is not None else 0
-        if past_length and self.config.bigram_buckets:
-            raise ValueError("bigram_buckets: a cached step has no previous token to pair with; call with use_cache=False")
         length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
-        if past_length + length > self.config.max_position_embeddings:
+        if self.config.bigram_buckets and cache is not None and (tracing() or past_length):
+            raise ValueError("bigram_buckets: a cached step has no previous token to pair with; call with use_cache=False")
+        if not tracing() and past_length + length > self.config.max_position_embeddings:
             raise ValueError(
                 f"Input of {length} tokens (after {past_length} cached) is longer than max_position_embeddings="
                 f"{self.config.max_position_embeddings}; truncate it, e.g. tokenizer(..., truncation=True)"
@@ -594,7 +596,7 @@ class ScratchformerModel(ScratchformerPreTrainedModel):
         hidden_states = self.embeddings(input_ids, position_ids, inputs_embeds)
         rotary = self.rotary(position_ids, hidden_states.dtype) if self.rotary is not None else None
         # Per-layer hidden states are returned padded, so asking for them keeps the whole batch padded.
-        keep_padded = past_length > 0 or kwargs.get("output_hidden_states", self.config.output_hidden_states)
+        keep_padded = tracing() or past_length > 0 or kwargs.get("output_hidden_states", self.config.output_hidden_states)
         tokens = None if keep_padded else real_tokens(self.config, attention_mask, length)
         # The padding's outputs are dropped, and a real token's causal view of a right-padded row holds no padding:
         # the causal mask alone will do (SDPA then runs its faster is_causal kernel).

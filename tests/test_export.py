@@ -110,3 +110,28 @@ def test_compiled_training_forward_is_one_graph_equal_to_eager_without_recompile
             if first.dim() == 3:  # per token: eager leaves padding at 0 (unpadded), a trace computes it
                 first, reference = first[mask.bool()], reference[mask.bool()]
             torch.testing.assert_close(first, reference)
+
+
+@pytest.mark.parametrize("settings", [{"do_sample": False}, {"do_sample": True, "top_p": 0.9}], ids=["greedy", "top_p"])
+def test_compiled_decoding_with_a_static_cache_equals_eager(settings):
+    """generate(cache_implementation="static") with transformers' compiled decoding step (compile_config; on CPU it
+    must be asked for; transformers compiles greedy and sampling steps, not beam search): fullgraph, so a graph break
+    in a decoding step fails; same tokens and scores as eager."""
+    from transformers import CompileConfig
+
+    torch.manual_seed(0)
+    model = ScratchformerForCausalLM(tiny_config(is_decoder=True, position_embedding_type="rotary", pad_token_id=0,
+                                                 max_position_embeddings=32)).eval()
+    ids = torch.randint(5, 400, (2, 6))
+    common = dict(max_new_tokens=8, cache_implementation="static", return_dict_in_generate=True, output_scores=True,
+                  pad_token_id=0, **settings)
+    torch.manual_seed(1)
+    eager = model.generate(ids, disable_compile=True, **common)
+    config = CompileConfig(backend="eager", fullgraph=True, mode=None)
+    config._compile_all_devices = True  # transformers compiles decoding on GPUs only unless told
+    torch._dynamo.reset()
+    torch.manual_seed(1)
+    compiled = model.generate(ids, compile_config=config, **common)
+    assert hasattr(model, "_compiled_call")  # the decoding steps went through torch.compile
+    assert torch.equal(compiled.sequences, eager.sequences)
+    torch.testing.assert_close(torch.stack(compiled.scores), torch.stack(eager.scores))
