@@ -149,10 +149,10 @@ def continue_prompts(model, tokenizer, prompts: list[str], settings: dict, seed:
     model.eval()
     tokenizer.padding_side = "left"
     set_seed(seed)
-    texts, new = [], length_settings(model)["max_new_tokens"]
+    texts = []
     for first in range(0, len(prompts), batch_size):
         batch = tokenizer(prompts[first : first + batch_size], return_tensors="pt", padding=True, truncation=True,
-                          max_length=model.config.max_position_embeddings - new).to(model.device)
+                          max_length=prompt_room(model)).to(model.device)
         out = model.generate(**batch, **length_settings(model), pad_token_id=tokenizer.pad_token_id, **settings)
         texts += tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
     tokenizer.padding_side = "right"
@@ -164,6 +164,11 @@ def length_settings(model) -> dict[str, int]:
     preset), at least a quarter of that before </s> may end it. Saved with the default decoding too."""
     longest = min(NEW_TOKENS, model.config.max_position_embeddings // 2)
     return {"max_new_tokens": longest, "min_new_tokens": longest // 4}
+
+
+def prompt_room(model) -> int:
+    """The most prompt tokens that leave room for a continuation within the model's positions."""
+    return model.config.max_position_embeddings - length_settings(model)["max_new_tokens"]
 
 
 def reference_continuations(tokenizer, texts: list[str]) -> tuple[list[str], list[str]]:
@@ -198,9 +203,8 @@ def pipeline_speed(model, tokenizer, prompts: list[str], batch_size: int = 25) -
     tokenizer.padding_side = "left"
     generator = pipeline("text-generation", model=model, tokenizer=tokenizer)
     start = time.perf_counter()
-    room = model.config.max_position_embeddings - length_settings(model)["max_new_tokens"]  # room to continue
     outputs = generator(prompts, batch_size=batch_size, return_full_text=False, truncation=True,
-                        tokenizer_encode_kwargs={"max_length": room})
+                        tokenizer_encode_kwargs={"max_length": prompt_room(model)})
     seconds = time.perf_counter() - start
     tokenizer.padding_side = "right"
     return sum(len(tokenizer(o[0]["generated_text"])["input_ids"]) for o in outputs) / seconds
@@ -224,7 +228,7 @@ def known_words(texts: list[str]) -> set[str]:
     return {w for text in texts for w in words(text)}
 
 
-def decoding_report(model, tokenizer, data, seed: int) -> dict:
+def decoding_report(model, tokenizer, data, seed: int) -> tuple[dict, list[dict]]:
     """Choose the default decoding on validation reviews, save it as the generation config, and measure greedy, 4-beam
     and it on the first sentences of PROMPTS test reviews; five unedited samples; pipeline tokens per second."""
     vocabulary = known_words(list(data["train"]["text"]))
