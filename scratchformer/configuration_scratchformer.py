@@ -50,6 +50,11 @@ class ScratchformerConfig(PreTrainedConfig):
             (previous token, token) pair, hashed into this many rows, so the first layer already sees word pairs, as
             the n-gram features of NBSVM do. For models that read whole inputs (classification): a cached decoding
             step does not have the previous token, so a causal model with bigrams refuses to use a cache.
+        ngram_buckets: sequence classification only (0 = off): a linear bag-of-n-grams path beside the Transformer,
+            as NBSVM (Wang & Manning 2012) is. Each distinct token n-gram (n = 1..`ngram_order`) of the whole input,
+            before head-and-tail cutting, is hashed into this many rows; its per-label weight is scaled by the n-gram's
+            naive-Bayes log-count ratio (`fit_ngram_log_count_ratios`), and the sum is added to the logits.
+        ngram_order: the longest n-gram of the n-gram path (1 = tokens only, 3 = tokens, pairs and triples).
         unpad_inputs: when a batch is padded and nothing is cached, run the token-wise layers (projections, MLP,
             norms) on the real tokens only and put them back in their padded places just for attention, as
             ModernBERT does. Same results up to float rounding; output vectors and logits at padding positions are
@@ -88,6 +93,8 @@ class ScratchformerConfig(PreTrainedConfig):
     classifier_head_tokens: int | None = None
     sparse_prediction: bool = False
     bigram_buckets: int = 0
+    ngram_buckets: int = 0
+    ngram_order: int = 3
     unpad_inputs: bool = True
     initializer_range: float = 0.02
     tie_word_embeddings: bool = True
@@ -136,8 +143,10 @@ class ScratchformerConfig(PreTrainedConfig):
                     "ScratchformerConfig: an encoder-decoder (is_encoder_decoder=True) needs decoder_start_token_id, "
                     "the first token fed to the decoder (e.g. the tokenizer's bos_token_id)"
                 )
-        if not isinstance(self.bigram_buckets, int) or isinstance(self.bigram_buckets, bool) or self.bigram_buckets < 0:
-            raise ValueError(f"ScratchformerConfig: bigram_buckets must be an integer >= 0, got {self.bigram_buckets!r}")
+        for name, least in (("bigram_buckets", 0), ("ngram_buckets", 0), ("ngram_order", 1)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                raise ValueError(f"ScratchformerConfig: {name} must be an integer >= {least}, got {value!r}")
         if self.classifier_head_tokens is not None and not (
             isinstance(self.classifier_head_tokens, int) and 0 <= self.classifier_head_tokens < self.max_position_embeddings
         ):

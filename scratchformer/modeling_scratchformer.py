@@ -114,10 +114,17 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 BIGRAM_HASH_MULTIPLIER = 1_000_003  # a prime: spreads (previous, token) pairs over the buckets
 
 
+def hashed_ngrams(input_ids: torch.Tensor, n: int, buckets: int) -> torch.Tensor:
+    """The bucket of the n-gram ending at each token: a hash, as fastText does (tokens before the first are -1)."""
+    hashed = torch.zeros_like(input_ids)
+    for back in range(n - 1, -1, -1):  # oldest token first: h = ((t[i-2] * M) + t[i-1]) * M + t[i]
+        hashed = hashed * BIGRAM_HASH_MULTIPLIER + nn.functional.pad(input_ids[:, : input_ids.shape[1] - back], (back, 0), value=-1)
+    return hashed % buckets
+
+
 def bigram_ids(input_ids: torch.Tensor, buckets: int) -> torch.Tensor:
-    """The bucket of each (previous token, token) pair: a hash, as fastText does (the first token pairs with -1)."""
-    previous = nn.functional.pad(input_ids[:, :-1], (1, 0), value=-1)
-    return (previous * BIGRAM_HASH_MULTIPLIER + input_ids) % buckets
+    """The bucket of each (previous token, token) pair (the first token pairs with -1)."""
+    return hashed_ngrams(input_ids, 2, buckets)
 
 
 class ScratchformerEmbeddings(nn.Module):
@@ -501,6 +508,9 @@ class ScratchformerPreTrainedModel(PreTrainedModel):
             init.copy_(module.table, sinusoidal_table(module.num_positions, module.dim))
         elif isinstance(module, RotaryPositionalEmbedding):
             init.copy_(module.inv_freq, rotary_inverse_frequencies(module.head_dim, module.theta))
+        elif isinstance(module, NgramLogits):  # starts as no opinion; the ratios come from fit_log_count_ratios
+            init.zeros_(module.weight)
+            init.zeros_(module.log_count_ratio)
 
 
 STACKS = (None, "encoder", "decoder")
@@ -786,6 +796,48 @@ class ScratchformerForCausalLM(ScratchformerPreTrainedModel, GenerationMixin):
         )
 
 
+class NgramLogits(nn.Module):
+    """A linear bag-of-n-grams classifier (NBSVM-style): each distinct hashed n-gram adds its weight times its
+    naive-Bayes log-count ratio to the label scores; the ratios are fitted from counts, the weights by training."""
+
+    def __init__(self, config: ScratchformerConfig):
+        super().__init__()
+        self.order, self.buckets = config.ngram_order, config.ngram_buckets
+        self.weight = nn.Parameter(torch.zeros(config.ngram_buckets, config.num_labels))
+        self.register_buffer("log_count_ratio", torch.zeros(config.ngram_buckets, config.num_labels))
+
+    def distinct_ngrams(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """(batch, n-grams) buckets of each row's n-grams of real tokens, each bucket once; -1 fills the rest."""
+        real = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+        buckets, whole = [], real
+        for n in range(1, self.order + 1):
+            if n > 1:  # an n-gram counts when all its n tokens are real: the same for left and right padding
+                whole = whole & nn.functional.pad(real[:, : real.shape[1] - (n - 1)], (n - 1, 0), value=False)
+            buckets.append(hashed_ngrams(input_ids, n, self.buckets).masked_fill(~whole, -1))
+        ordered = torch.cat(buckets, 1).sort(1).values
+        repeated = nn.functional.pad(ordered[:, 1:] == ordered[:, :-1], (1, 0), value=False)
+        return ordered.masked_fill(repeated, -1)  # binarized, as NBSVM's features: presence, not counts
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        ngrams = self.distinct_ngrams(input_ids, attention_mask)
+        present = ngrams.ge(0).unsqueeze(-1).to(self.weight.dtype)
+        rows = ngrams.clamp(min=0)
+        return ((self.weight[rows] * self.log_count_ratio[rows]) * present).sum(1)
+
+    @torch.no_grad()
+    def fit_log_count_ratios(self, input_ids: list[list[int]], labels: list[int], smoothing: float = 1.0) -> None:
+        """Set each n-gram's log-count ratio per label from training texts: log of its share of the label's
+        n-grams over its share of the other labels' n-grams (add-`smoothing` counts), one review counting once."""
+        counts = torch.zeros(self.buckets, self.weight.shape[1], dtype=torch.float64)
+        for ids, label in zip(input_ids, labels):
+            ngrams = self.distinct_ngrams(torch.tensor([ids], dtype=torch.long), None)[0]
+            counts[ngrams[ngrams >= 0], label] += 1
+        inside = counts + smoothing
+        outside = counts.sum(1, keepdim=True) - counts + smoothing
+        ratio = (inside / inside.sum(0)).log() - (outside / outside.sum(0)).log()
+        self.log_count_ratio.copy_(ratio.to(self.log_count_ratio.dtype))
+
+
 class ScratchformerForSequenceClassification(ScratchformerPreTrainedModel):
     """Sequence classifier/regressor: pooled token vectors -> dropout -> linear layer to `num_labels` scores."""
 
@@ -796,7 +848,16 @@ class ScratchformerForSequenceClassification(ScratchformerPreTrainedModel):
         dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.ngram_logits = NgramLogits(config) if config.ngram_buckets else None
         self.post_init()
+
+    def fit_ngram_log_count_ratios(self, input_ids: list[list[int]], labels: list[int], smoothing: float = 1.0) -> None:
+        """Fit the n-gram path's naive-Bayes log-count ratios on training examples (token ids, class ids)."""
+        if self.ngram_logits is None:
+            raise ValueError("fit_ngram_log_count_ratios: this model has no n-gram path (config.ngram_buckets is 0)")
+        if len(input_ids) != len(labels) or not all(0 <= label < self.num_labels for label in labels):
+            raise ValueError(f"fit_ngram_log_count_ratios: needs one class id in [0, {self.num_labels}) per example")
+        self.ngram_logits.fit_log_count_ratios(input_ids, labels, smoothing)
 
     @can_return_tuple
     def forward(
@@ -809,6 +870,12 @@ class ScratchformerForSequenceClassification(ScratchformerPreTrainedModel):
         **kwargs,
     ) -> SequenceClassifierOutput:
         """`labels`: class ids (single-label), floats (regression, num_labels=1) or multi-hot floats (multi-label)."""
+        # The n-gram path reads the whole input; only the Transformer's input is cut to its positions.
+        ngram_logits = None
+        if self.ngram_logits is not None:
+            if input_ids is None:
+                raise ValueError("ngram_buckets: the n-gram path reads input_ids; inputs_embeds alone cannot feed it")
+            ngram_logits = self.ngram_logits(input_ids, attention_mask)
         if self.config.classifier_head_tokens is not None and input_ids is not None and not tracing():
             input_ids, attention_mask = keep_head_and_tail(
                 input_ids, attention_mask, self.config.max_position_embeddings, self.config.classifier_head_tokens,
@@ -824,6 +891,8 @@ class ScratchformerForSequenceClassification(ScratchformerPreTrainedModel):
         )
         pooled = pool(outputs.last_hidden_state, attention_mask, self.config.classifier_pooling)
         logits = self.classifier(self.dropout(pooled))
+        if ngram_logits is not None:
+            logits = logits + ngram_logits
         loss = None
         if labels is not None:
             loss = self.loss_function(labels=labels, pooled_logits=logits, config=self.config, **kwargs)

@@ -57,7 +57,9 @@ def test_every_head_loads_as_remote_code_with_identical_outputs(tmp_path, tokeni
     heads = {  # auto class: (head, config settings beyond the tiny config)
         "AutoModel": (ScratchformerModel, {}),
         "AutoModelForCausalLM": (ScratchformerForCausalLM, {}),
-        "AutoModelForSequenceClassification": (ScratchformerForSequenceClassification, {"bigram_buckets": 53}),
+        "AutoModelForSequenceClassification": (
+            ScratchformerForSequenceClassification, {"bigram_buckets": 53, "ngram_buckets": 59, "ngram_order": 2}
+        ),
         "AutoModelForMaskedLM": (ScratchformerForMaskedLM, {}),
         "AutoModelForSeq2SeqLM": (ScratchformerForConditionalGeneration, seq2seq),
     }
@@ -65,10 +67,13 @@ def test_every_head_loads_as_remote_code_with_identical_outputs(tmp_path, tokeni
     cases = []
     for auto_class, (head, settings) in heads.items():
         model = head(tiny_config(position_embedding_type="rotary", **settings)).eval()
+        if head is ScratchformerForSequenceClassification:  # an n-gram path that shows in the logits
+            model.fit_ngram_log_count_ratios(ids.tolist(), [0, 1])
+            torch.nn.init.normal_(model.ngram_logits.weight)
         path = tmp_path / auto_class
         model.save_pretrained(path)
         tokenizer.save_pretrained(path)
-        forward_kwargs = {"decoder_input_ids": ids[:, :4].tolist()} if settings else {}
+        forward_kwargs = {"decoder_input_ids": ids[:, :4].tolist()} if head is ScratchformerForConditionalGeneration else {}
         with torch.no_grad():
             out = model(ids, **{k: torch.tensor(v) for k, v in forward_kwargs.items()})
         case = {

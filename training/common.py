@@ -51,6 +51,8 @@ class Preset:
     warmup: float = 0.06
     pretrain_epochs: float = 0.0  # masked-LM pre-training on the train texts before fine-tuning (0 = none)
     bigram_buckets: int = 0  # hashed (previous token, token) embeddings, fastText-style (ScratchformerConfig; 0 = off)
+    ngram_buckets: int = 0  # classifiers: the linear NBSVM-style bag-of-n-grams path (ScratchformerConfig; 0 = off)
+    ngram_order: int = 3
     optimizer: str = "adamw"  # or "muon": Muon on the hidden 2-D matrices, AdamW on the rest (MuonWithAdamW)
     lr_scheduler: str = "linear"  # a transformers scheduler name, e.g. "cosine"
     save_steps: int = 200
