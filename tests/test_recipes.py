@@ -31,13 +31,17 @@ def test_classify_writes_a_hub_ready_folder(tmp_path, fake_aclimdb):
     labels = {r["label"] for r in pipeline("text-classification", model=str(output))(["a great film", "a dull story"])}
     assert labels <= {"NEGATIVE", "POSITIVE"}
     # A review longer than the model's 64 positions: the pipeline reads what the recipe's own encoding gives
-    # (head + tail), truncation or not, because the saved model cuts long inputs itself.
+    # (the whole review for the n-gram path, head + tail for the Transformer, cut by the saved model itself),
+    # truncation or not.
     from training.classify import PRESETS, encode
 
+    tiny = PRESETS["tiny"]
     review = " ".join(["a great film and wonderful acting"] * 12 + ["a dull story"] * 12)
     tokenizer, model = AutoTokenizer.from_pretrained(output), AutoModelForSequenceClassification.from_pretrained(output)
-    ids = encode(tokenizer, [review], PRESETS["tiny"].max_length, PRESETS["tiny"].head_tokens)
-    assert len(tokenizer(review)["input_ids"]) > len(ids[0]) == PRESETS["tiny"].max_length
+    assert config["ngram_buckets"] == tiny.ngram_buckets > 0
+    assert model.ngram_logits.log_count_ratio.abs().sum() > 0  # fitted on the train reviews before training
+    ids = encode(tokenizer, [review], tiny.max_length, tiny.head_tokens, whole=True)
+    assert len(ids[0]) > tiny.max_length
     with torch.no_grad():
         expected = model(torch.tensor(ids)).logits.softmax(-1)[0, 1].item()
     for truncation in (True, False):
