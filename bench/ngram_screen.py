@@ -67,6 +67,8 @@ def main(argv=None):
     parser.add_argument("--tokenizer", required=True, help="a recipe's tokenizer folder (trained on the train split)")
     parser.add_argument("--settings", nargs="+", default=["3:1048576", "3:4194304"], help="order:buckets ...")
     parser.add_argument("--folds", type=int, default=2, help="how many of the five folds to hold out in turn")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--data-source", default=None)
     parser.add_argument("--max-train-samples", type=int, default=None, help="smoke runs: subsample train")
     args = parser.parse_args(argv)
@@ -81,10 +83,11 @@ def main(argv=None):
         torch.manual_seed(0)
         path = NgramLogits(ScratchformerConfig(ngram_buckets=buckets, ngram_order=order, num_labels=2))
         x = features(path, reviews)
-        correct = sum(held_out_correct(path, reviews, x, labels, fold != f, fold == f) for f in range(args.folds))
+        correct = sum(held_out_correct(path, reviews, x, labels, fold != f, fold == f, args.epochs, lr=args.lr)
+                      for f in range(args.folds))
         scored = int(sum((fold == f).sum() for f in range(args.folds)))
-        results.append({"order": order, "buckets": buckets, "accuracy": correct / scored, "held_out": scored,
-                        "seconds": round(time.time() - began)})
+        results.append({"order": order, "buckets": buckets, "epochs": args.epochs, "lr": args.lr,
+                        "accuracy": correct / scored, "held_out": scored, "seconds": round(time.time() - began)})
         print(results[-1], flush=True)
     return results
 

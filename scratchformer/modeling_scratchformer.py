@@ -111,14 +111,15 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 # ----------------------------------------------------------------------------------------------------------------
 
 
-BIGRAM_HASH_MULTIPLIER = 1_000_003  # a prime: spreads (previous, token) pairs over the buckets
+NGRAM_HASH_MULTIPLIER = 1_000_003  # a prime: spreads n-grams of tokens over the buckets (wraps past 3-grams: still a hash)
 
 
 def hashed_ngrams(input_ids: torch.Tensor, n: int, buckets: int) -> torch.Tensor:
     """The bucket of the n-gram ending at each token: a hash, as fastText does (tokens before the first are -1)."""
     hashed = torch.zeros_like(input_ids)
     for back in range(n - 1, -1, -1):  # oldest token first: h = ((t[i-2] * M) + t[i-1]) * M + t[i]
-        hashed = hashed * BIGRAM_HASH_MULTIPLIER + nn.functional.pad(input_ids[:, : input_ids.shape[1] - back], (back, 0), value=-1)
+        earlier = nn.functional.pad(input_ids[:, : input_ids.shape[1] - back], (back, 0), value=-1)
+        hashed = hashed * NGRAM_HASH_MULTIPLIER + earlier
     return hashed % buckets
 
 

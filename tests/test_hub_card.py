@@ -311,3 +311,15 @@ def test_a_language_models_card_shows_its_decoding_statistics_and_samples_verbat
     # the prompt's asterisks and tags stay text, not bold or HTML; the sample's newline is shown, not lost
     assert r"> **\*\*\*SPOILER\*\*\* A \<b\>film\</b\>.** It was \_great\_. ⏎ Truly." in card.text
     assert "loop loop" not in card.text  # only the default decoding's samples are shown
+
+
+def test_a_classifiers_card_says_how_it_reads_long_inputs_and_its_ngram_path(tmp_path):
+    folder = make_fake_model(tmp_path / "m", metrics={"accuracy": 0.9})
+    plain = build_model_card(folder, "org/m").text
+    assert "n-gram path" not in plain and "Long inputs" not in plain
+    config = json.loads((folder / "config.json").read_text())
+    config.update(classifier_head_tokens=16, ngram_buckets=4096, ngram_order=3)
+    (folder / "config.json").write_text(json.dumps(config))
+    text = build_model_card(folder, "org/m").text
+    assert "| Long inputs | first 16 and last 48 tokens (cut by the model) |" in text
+    assert "1- to 3-grams of the whole input, hashed into 4,096 rows" in text
