@@ -124,8 +124,9 @@ def test_ngram_screen_ranks_settings_on_held_out_train_folds(tmp_path, fake_acli
     from bench import ngram_screen
 
     tokenizer.save_pretrained(tmp_path / "tokenizer")
+    # 76 reviews make 2 batches an epoch: more epochs and a higher rate than the recipe, so the path can learn them
     results = ngram_screen.main(["--tokenizer", str(tmp_path / "tokenizer"), "--data-source", str(fake_aclimdb),
-                                 "--settings", "1:4096", "2:4096", "--folds", "2"])
+                                 "--settings", "1:4096", "2:4096", "--folds", "2", "--epochs", "20", "--lr", "0.05"])
     assert [(r["order"], r["buckets"]) for r in results] == [(1, 4096), (2, 4096)]
     for result in results:
         # two fifths of the 76 train reviews (80 minus the 5 % validation split) are held out and scored
