@@ -856,6 +856,9 @@ class ScratchformerForSequenceClassification(ScratchformerPreTrainedModel):
         """Fit the n-gram path's naive-Bayes log-count ratios on training examples (token ids, class ids)."""
         if self.ngram_logits is None:
             raise ValueError("fit_ngram_log_count_ratios: this model has no n-gram path (config.ngram_buckets is 0)")
+        if self.num_labels < 2 or self.config.problem_type in ("regression", "multi_label_classification"):
+            raise ValueError("fit_ngram_log_count_ratios: naive-Bayes ratios need single-label classification with 2 or "
+                             f"more labels (num_labels={self.num_labels}, problem_type={self.config.problem_type!r})")
         if len(input_ids) != len(labels) or not all(0 <= label < self.num_labels for label in labels):
             raise ValueError(f"fit_ngram_log_count_ratios: needs one class id in [0, {self.num_labels}) per example")
         self.ngram_logits.fit_log_count_ratios(input_ids, labels, smoothing)

@@ -91,6 +91,9 @@ def test_bad_uses_of_the_ngram_path_are_refused():
     plain = ScratchformerForSequenceClassification(tiny_config())
     with pytest.raises(ValueError, match="no n-gram path"):
         plain.fit_ngram_log_count_ratios([[5, 6]], [1])
+    regression = ScratchformerForSequenceClassification(tiny_config(ngram_buckets=BUCKETS, num_labels=1))
+    with pytest.raises(ValueError, match="single-label classification"):
+        regression.fit_ngram_log_count_ratios([[5, 6]], [0])
     model = fitted_classifier()
     with pytest.raises(ValueError, match=r"class id in \[0, 2\)"):
         model.fit_ngram_log_count_ratios([[5, 6]], [2])
