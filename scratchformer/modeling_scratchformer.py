@@ -114,12 +114,16 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 NGRAM_HASH_MULTIPLIER = 1_000_003  # a prime: spreads n-grams of tokens over the buckets (wraps past 3-grams: still a hash)
 
 
+def shift_right(x: torch.Tensor, steps: int, fill) -> torch.Tensor:
+    """x moved `steps` positions to the right along the sequence: position i holds x[i - steps], `fill` before."""
+    return nn.functional.pad(x[:, : x.shape[1] - steps], (steps, 0), value=fill)
+
+
 def hashed_ngrams(input_ids: torch.Tensor, n: int, buckets: int) -> torch.Tensor:
     """The bucket of the n-gram ending at each token: a hash, as fastText does (tokens before the first are -1)."""
     hashed = torch.zeros_like(input_ids)
     for back in range(n - 1, -1, -1):  # oldest token first: h = ((t[i-2] * M) + t[i-1]) * M + t[i]
-        earlier = nn.functional.pad(input_ids[:, : input_ids.shape[1] - back], (back, 0), value=-1)
-        hashed = hashed * NGRAM_HASH_MULTIPLIER + earlier
+        hashed = hashed * NGRAM_HASH_MULTIPLIER + shift_right(input_ids, back, -1)
     return hashed % buckets
 
 
@@ -813,10 +817,10 @@ class NgramLogits(nn.Module):
         buckets, whole = [], real
         for n in range(1, self.order + 1):
             if n > 1:  # an n-gram counts when all its n tokens are real: the same for left and right padding
-                whole = whole & nn.functional.pad(real[:, : real.shape[1] - (n - 1)], (n - 1, 0), value=False)
+                whole = whole & shift_right(real, n - 1, False)
             buckets.append(hashed_ngrams(input_ids, n, self.buckets).masked_fill(~whole, -1))
         ordered = torch.cat(buckets, 1).sort(1).values
-        repeated = nn.functional.pad(ordered[:, 1:] == ordered[:, :-1], (1, 0), value=False)
+        repeated = ordered == shift_right(ordered, 1, -2)  # -2: never a bucket, nor the -1 filler
         return ordered.masked_fill(repeated, -1)  # binarized, as NBSVM's features: presence, not counts
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
