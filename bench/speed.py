@@ -1,7 +1,7 @@
 """Speed of scratchformer next to transformers' own GPT-2 and BERT at identical sizes (CPU, fp32, SDPA attention).
 
 Usage: python -m bench.speed [--json PATH] [--sizes small,large] [--quick] [--pairs N] [--sample-seconds S]
-                             [--threads N] [--attention-dropout P]
+                             [--threads N] [--attention-dropout P] [--compile [--compile-backend B]]
 
 Per size, every ratio is ours / theirs (higher is better, except peak memory where lower is better):
 
@@ -13,6 +13,14 @@ Per size, every ratio is ours / theirs (higher is better, except peak memory whe
     decode_greedy  KV-cached greedy generate() tokens/s vs GPT-2, batch 1 and batch 8
     decode_beam4   4-beam generate() tokens/s vs GPT-2, batch 1 and batch 8
     peak_mem       peak memory of one training step (weights + AdamW state + step peak), cls and lm heads
+
+With --compile, every training comparison and greedy decoding are also measured compiled (torch.compile, default
+inductor backend, as TrainingArguments(torch_compile=True) does; decoding as generate() compiles it: a static cache
+and transformers' compiled decoding step, with the CompileConfig defaults), in two more comparisons each:
+    *_compiled            ours compiled / theirs compiled
+    *_compiled_vs_eager   ours compiled / theirs eager (what most users run)
+next to the eager / eager ratio above. The first call of each compiled model is timed on its own: its compile time.
+Beam search is not compiled (transformers compiles greedy and sampling steps only).
 
 Both sides get identical dimensions (hidden, layers, heads, MLP width, vocabulary, sequence length, batch), fp32,
 the SDPA attention backend, exact ("gelu") activation, dropout 0.1 everywhere (--attention-dropout changes it on the
@@ -59,7 +67,7 @@ from pathlib import Path
 
 import torch
 import transformers
-from transformers import BertConfig, BertForSequenceClassification, GPT2Config, GPT2LMHeadModel
+from transformers import BertConfig, BertForSequenceClassification, CompileConfig, GPT2Config, GPT2LMHeadModel
 
 from scratchformer import ScratchformerConfig, ScratchformerForCausalLM, ScratchformerForSequenceClassification
 
@@ -242,10 +250,19 @@ def decoding_prompt(size: Size, batch: int, seed: int = 1) -> dict[str, torch.Te
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 
 
-def decoding(model: torch.nn.Module, prompt: dict[str, torch.Tensor], size: Size, beams: int) -> Callable[[], None]:
-    """generate() with the KV cache: greedy (beams=1) or beam search, exactly new_tokens new tokens, eos disabled."""
+def decoding(
+    model: torch.nn.Module, prompt: dict[str, torch.Tensor], size: Size, beams: int, compile_backend: str | None = None
+) -> Callable[[], None]:
+    """generate() with the KV cache: greedy (beams=1) or beam search, exactly new_tokens new tokens, eos disabled;
+    with a `compile_backend`: a static cache and transformers' compiled decoding step (asked for on CPU; otherwise
+    the CompileConfig defaults)."""
     model.eval()
     expected = (prompt["input_ids"].shape[0], size.prompt_len + size.new_tokens)
+    compile_settings = {}
+    if compile_backend:
+        compile_config = CompileConfig(backend=compile_backend)
+        compile_config._compile_all_devices = True  # transformers compiles decoding on GPUs only unless told
+        compile_settings = {"cache_implementation": "static", "compile_config": compile_config}
 
     def run() -> None:
         out = model.generate(
@@ -255,6 +272,7 @@ def decoding(model: torch.nn.Module, prompt: dict[str, torch.Tensor], size: Size
             num_beams=beams,
             do_sample=False,
             use_cache=True,
+            **compile_settings,
         )
         if tuple(out.shape) != expected:
             raise RuntimeError(f"{type(model).__name__} generated shape {tuple(out.shape)}, expected {expected}")
@@ -281,6 +299,11 @@ def use_threads(threads: int | None) -> None:
     kernel running at its one-thread speed (measured in NOTES.md, "Attention on CPU")."""
     if threads is not None and threads != torch.get_num_threads():
         torch.set_num_threads(threads)
+
+
+def first_call_seconds(fn: Callable[[], None]) -> float:
+    """Seconds of fn's first call: for a compiled model, tracing and code generation (torch.compile is lazy)."""
+    return timed(fn, 1)
 
 
 def timed(fn: Callable[[], None], calls: int) -> float:
@@ -432,10 +455,25 @@ def log(message: str) -> None:
     print(f"[{time.perf_counter() - _START:7.1f} s] {message}", file=sys.stderr, flush=True)
 
 
+def compare_compiled(
+    details: dict, key: str, eager: list[Callable[[], None]], compiled: list[Callable[[], None]], work: float,
+    protocol: Protocol,
+) -> None:
+    """details[key + "_compiled"]: ours compiled / theirs compiled; details[key + "_compiled_vs_eager"]: ours compiled /
+    theirs eager; each with its compile time (the first call of each compiled model, timed before any warm-up)."""
+    compile_seconds = dict(zip(("ours", "theirs", "theirs_again"), (first_call_seconds(fn) for fn in compiled)))
+    details[f"{key}_compiled"] = {**compare(*compiled, work=work, protocol=protocol), "compile_s": compile_seconds}
+    details[f"{key}_compiled_vs_eager"] = {
+        **compare(compiled[0], eager[1], eager[2], work=work, protocol=protocol),
+        "compile_s": {"ours": compile_seconds["ours"], "theirs": 0.0, "theirs_again": 0.0},
+    }
+
+
 def bench_size(
-    name: str, size: Size, protocol: Protocol, peak_flops: float, attention_dropout: float = DROPOUT
+    name: str, size: Size, protocol: Protocol, peak_flops: float, attention_dropout: float = DROPOUT,
+    compile_backend: str | None = None,
 ) -> dict:
-    """All comparisons at one size."""
+    """All comparisons at one size; with a `compile_backend` also compiled (see the module docstring)."""
     result: dict = {"dims": asdict(size)}
     details: dict = {}
     tokens_per_step = size.batch_size * size.seq_len
@@ -447,6 +485,13 @@ def bench_size(
         steps = [training_step(model, batch, make_optimizer(model)) for model in models]
         details[key] = compare(*steps, work=tokens_per_step, protocol=protocol)
         details[key]["params"] = {"ours": count_params(models[0]), "theirs": count_params(models[1])}
+        if compile_backend:
+            log(f"[{name}] {key}: compiling three models, then compiled tokens/s")
+            compiled = [torch.compile(build_model(side, task, size, attention_dropout=attention_dropout),
+                                      backend=compile_backend) for side in SIDES]
+            compiled_steps = [training_step(model, batch, make_optimizer(model)) for model in compiled]
+            compare_compiled(details, key, steps, compiled_steps, tokens_per_step, protocol)
+            del compiled, compiled_steps
         del models, steps
     flops = {task: train_flops_per_token(size, task) for task in ("cls", "lm")}
     result["train_cls"] = details["train_cls"]["ratio"]
@@ -455,6 +500,15 @@ def bench_size(
         key: {side: details[key][f"{side}_tokens_per_s"] * flops[task] / peak_flops for side in ("ours", "theirs")}
         for task, key in (("cls", "train_cls"), ("lm", "train_lm"))
     }
+    if compile_backend:
+        result["mfu_compiled"] = {
+            key: {side: details[f"{key}_compiled"][f"{side}_tokens_per_s"] * flops[task] / peak_flops
+                  for side in ("ours", "theirs")}
+            for task, key in (("cls", "train_cls"), ("lm", "train_lm"))
+        }
+        for key in ("train_cls", "train_lm"):
+            result[f"{key}_compiled"] = details[f"{key}_compiled"]["ratio"]
+            result[f"{key}_compiled_vs_eager"] = details[f"{key}_compiled_vs_eager"]["ratio"]
     result["flops_per_token"] = flops
 
     models = [build_model(side, "lm", size, attention_dropout=attention_dropout) for side in SIDES]
@@ -466,6 +520,12 @@ def bench_size(
             runs = [decoding(model, prompt, size, beams) for model in models]
             details[f"{key}_b{batch}"] = compare(*runs, work=batch * size.new_tokens, protocol=protocol)
             result[key][f"batch{batch}"] = details[f"{key}_b{batch}"]["ratio"]
+            if compile_backend and beams == 1:
+                log(f"[{name}] {key} batch {batch}: compiled decoding (static cache)")
+                compiled_runs = [decoding(model, prompt, size, beams, compile_backend) for model in models]
+                compare_compiled(details, f"{key}_b{batch}", runs, compiled_runs, batch * size.new_tokens, protocol)
+                for suffix, _ in COMPILED_ROWS:
+                    result.setdefault(key + suffix, {})[f"batch{batch}"] = details[f"{key}_b{batch}{suffix}"]["ratio"]
     del models
 
     log(f"[{name}] peak_mem: profiled training-step memory")
@@ -496,7 +556,10 @@ def bench_size(
 # ----------------------------------------------------------------------------------------------------------------
 
 TARGETS = {"train_cls": ">= 1.15", "train_lm": ">= 1.15", "decode_greedy": ">= 1.2", "decode_beam4": ">= 1.0",
-           "peak_mem": "<= 1.0"}
+           "peak_mem": "<= 1.0", "train_cls_compiled": ">= 1.0", "train_lm_compiled": ">= 1.0",
+           "train_cls_compiled_vs_eager": ">= 1.25", "train_lm_compiled_vs_eager": ">= 1.25",
+           "decode_greedy_compiled": ">= 1.0", "decode_greedy_compiled_vs_eager": ">= 1.2"}
+COMPILED_ROWS = (("_compiled", "compiled/compiled"), ("_compiled_vs_eager", "ours compiled/theirs eager"))
 
 
 def table(results: dict) -> str:
@@ -506,25 +569,40 @@ def table(results: dict) -> str:
         d = res["details"]
         for key, label in (("train_cls", "train_cls tok/s"), ("train_lm", "train_lm tok/s")):
             rows.append(_timing_row(name, label, d[key], TARGETS[key]))
+            rows += _compiled_rows(name, label, d, key, key)
         for key in ("decode_greedy", "decode_beam4"):
             for b in DECODE_BATCHES:
                 rows.append(_timing_row(name, f"{key} b{b} tok/s", d[f"{key}_b{b}"], TARGETS[key]))
+                rows += _compiled_rows(name, f"{key} b{b} tok/s", d, f"{key}_b{b}", key)
         for task in ("cls", "lm"):
             m = d[f"peak_mem_{task}"]
             ours, theirs = (f"{m[side]['total_bytes'] / 2**20:.1f} ({m[side]['step_peak_bytes'] / 2**20:.1f})"
                             for side in ("ours", "theirs"))
             rows.append((name, f"peak_mem {task} MiB (step)", ours, theirs, f"{m['ratio']:.3f}", f"{m['noise']:.3f}",
                          TARGETS["peak_mem"]))
-        for key in ("train_cls", "train_lm"):
-            mfu = res["mfu"][key]
-            rows.append((name, f"mfu {key}", f"{100 * mfu['ours']:.1f}%", f"{100 * mfu['theirs']:.1f}%",
-                         f"{mfu['ours'] / mfu['theirs']:.3f}", "", ">= 75% (large)"))
+        for mfu_key, suffix in (("mfu", ""), ("mfu_compiled", " compiled")):
+            for key in res.get(mfu_key, {}):
+                mfu = res[mfu_key][key]
+                rows.append((name, f"mfu {key}{suffix}", f"{100 * mfu['ours']:.1f}%", f"{100 * mfu['theirs']:.1f}%",
+                             f"{mfu['ours'] / mfu['theirs']:.3f}", "", ">= 75% (large)"))
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * width for width in widths))
     lines.append(f"matmul peak (fp32, best square matmul): {results['matmul_peak_gflops']:.1f} GFLOP/s; "
                  f"{results['threads']} threads")
     return "\n".join(lines)
+
+
+def _compiled_rows(name: str, label: str, details: dict, key: str, target_key: str) -> list[tuple]:
+    """The --compile rows of one comparison (none without --compile), compile seconds in the label."""
+    rows = []
+    for suffix, what in COMPILED_ROWS:
+        c = details.get(key + suffix)
+        if c is not None:
+            seconds = c["compile_s"]
+            rows.append(_timing_row(name, f"  {what} (compile {seconds['ours']:.0f} s / {seconds['theirs']:.0f} s)",
+                                    c, TARGETS.get(target_key + suffix, "")))
+    return rows
 
 
 def _timing_row(name: str, label: str, c: dict, target: str) -> tuple:
@@ -550,6 +628,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, all cores)")
     parser.add_argument("--attention-dropout", type=float, default=DROPOUT,
                         help=f"dropout on the attention weights, both sides (default {DROPOUT}; the recipes use 0.0)")
+    parser.add_argument("--compile", action="store_true",
+                        help="also compare compiled models (torch.compile): training and greedy decoding")
+    parser.add_argument("--compile-backend", default="inductor",
+                        help="torch.compile backend for --compile (default inductor; 'eager' checks the code paths fast)")
     args = parser.parse_args(argv)
 
     names = [name.strip() for name in args.sizes.split(",") if name.strip()]
@@ -579,18 +661,20 @@ def main(argv: list[str] | None = None) -> int:
         "processor": platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(),
         "dropout": {"hidden": DROPOUT, "attention": args.attention_dropout},
+        "compile_backend": args.compile_backend if args.compile else None,
         "cpu_count": os.cpu_count(),
         "protocol": asdict(protocol),
         "sizes": {},
     }
     started = time.perf_counter()
     for name in names:
-        results["sizes"][name] = bench_size(name, sizes[name], protocol, peak, args.attention_dropout)
+        results["sizes"][name] = bench_size(name, sizes[name], protocol, peak, args.attention_dropout,
+                                            args.compile_backend if args.compile else None)
     # The peak again at the end (the machine is shared): MFU uses the better of the two measurements.
     late_peak = matmul_peak_flops(protocol.peak_seconds, (256, 512) if args.quick else (1024, 2048))
     if late_peak > peak:
         for res in results["sizes"].values():
-            for sides in res["mfu"].values():
+            for sides in (*res["mfu"].values(), *res.get("mfu_compiled", {}).values()):
                 for side in sides:
                     sides[side] *= peak / late_peak
         peak = late_peak

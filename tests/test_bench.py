@@ -48,6 +48,26 @@ def test_quick_speed_benchmark_writes_every_ratio(tmp_path):
                 assert math.isfinite(number) and number > 0, f"{path} = {number}"
 
 
+def test_quick_speed_benchmark_compiled_adds_both_compiled_comparisons(tmp_path):
+    """--compile (with dynamo's 'eager' backend, to keep the test fast): training and greedy decoding get
+    compiled/compiled and ours-compiled/theirs-eager ratios with their compile times; beam search stays eager."""
+    out = tmp_path / "speed.json"
+    command = [sys.executable, "-m", "bench.speed", "--quick", "--sizes", "small", "--threads", "1", "--compile",
+               "--compile-backend", "eager", "--json", str(out)]
+    run = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "ours compiled/theirs eager" in run.stdout
+
+    size = json.loads(out.read_text())["sizes"]["small"]
+    for key in ("train_cls", "train_lm", "decode_greedy_b1", "decode_greedy_b8"):
+        for suffix in ("_compiled", "_compiled_vs_eager"):
+            c = size["details"][key + suffix]
+            assert math.isfinite(c["ratio"]) and c["ratio"] > 0 and c["ours_tokens_per_s"] > 0, key + suffix
+            assert c["compile_s"]["ours"] > 0 and (c["compile_s"]["theirs"] > 0) == (suffix == "_compiled")
+    assert set(size["decode_greedy_compiled"]) == {"batch1", "batch8"} and "decode_beam4_b1_compiled" not in size["details"]
+    assert set(size["mfu_compiled"]) == {"train_cls", "train_lm"}
+
+
 def test_lm_budget_trains_both_models_for_the_same_budget(tmp_path, fake_aclimdb):
     out = tmp_path / "lm.json"
     command = [sys.executable, "-m", "bench.lm_budget", "--preset", "tiny", "--data-source", str(fake_aclimdb),
