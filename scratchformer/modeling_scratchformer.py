@@ -714,20 +714,23 @@ def head_and_tail(ids: list[int], max_length: int, head: int) -> list[int]:
 
 def keep_head_and_tail(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, max_length: int, head: int,
                        pad_token_id: int | None):
-    """A (padded) batch whose rows are longer than max_length, cut row by row with head_and_tail; the real tokens
-    keep their order and side of the padding. Batches that fit come back unchanged."""
+    """A (padded) batch whose rows are longer than max_length, cut row by row as head_and_tail cuts a list; the real
+    tokens keep their order and side of the padding. Tensor ops only (one gather), so torch.compile and export trace
+    it too. Batches that fit come back unchanged."""
     if input_ids.shape[1] <= max_length:
         return input_ids, attention_mask
-    mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
-    left_padded = bool(mask[:, 0].eq(0).any()) and bool(mask[:, -1].all())
-    rows = [head_and_tail(ids[keep.bool()].tolist(), max_length, head) for ids, keep in zip(input_ids, mask)]
-    width = max(map(len, rows))
-    cut_ids = input_ids.new_full((len(rows), width), pad_token_id or 0)
-    cut_mask = mask.new_zeros((len(rows), width))
-    for i, row in enumerate(rows):
-        place = slice(width - len(row), width) if left_padded else slice(0, len(row))
-        cut_ids[i, place] = torch.tensor(row, dtype=input_ids.dtype)
-        cut_mask[i, place] = 1
+    real = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+    lengths = real.sum(1, keepdim=True)
+    first = (real.cumsum(1) == 0).sum(1, keepdim=True)  # where each row's real tokens start
+    kept = lengths.clamp(max=max_length)
+    left_padded = real[:, 0].logical_not().any() & real[:, -1].all()
+    slot = torch.arange(max_length, device=input_ids.device).unsqueeze(0)
+    k = slot - left_padded * (max_length - kept)  # slot holds the row's k-th kept token (right-aligned if left-padded)
+    valid = (k >= 0) & (k < kept)
+    skipped = (lengths - max_length).clamp(min=0)  # the middle tokens a long row loses
+    index = first + torch.where(k < head, k, k + skipped)
+    cut_ids = input_ids.gather(1, index.clamp(0, input_ids.shape[1] - 1)).masked_fill(~valid, pad_token_id or 0)
+    cut_mask = valid.to(attention_mask.dtype if attention_mask is not None else torch.long)
     return cut_ids, cut_mask
 
 
@@ -884,7 +887,7 @@ class ScratchformerForSequenceClassification(ScratchformerPreTrainedModel):
             if input_ids is None:
                 raise ValueError("ngram_buckets: the n-gram path reads input_ids; inputs_embeds alone cannot feed it")
             ngram_logits = self.ngram_logits(input_ids, attention_mask)
-        if self.config.classifier_head_tokens is not None and input_ids is not None and not tracing():
+        if self.config.classifier_head_tokens is not None and input_ids is not None:
             input_ids, attention_mask = keep_head_and_tail(
                 input_ids, attention_mask, self.config.max_position_embeddings, self.config.classifier_head_tokens,
                 self.config.pad_token_id,

@@ -112,6 +112,29 @@ def test_compiled_training_forward_is_one_graph_equal_to_eager_without_recompile
             torch.testing.assert_close(first, reference)
 
 
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+def test_compiled_classifier_cuts_long_inputs_to_head_and_tail_as_eager_does(padding_side):
+    """Inputs longer than the positions: the compiled classifier (fullgraph, dynamic) cuts them to head + tail inside
+    the graph, as eager does (it used to skip the cut while tracing), with the n-gram path reading the whole input."""
+    torch.manual_seed(0)
+    config = tiny_config(num_labels=2, pad_token_id=0, max_position_embeddings=16, classifier_head_tokens=4,
+                         ngram_buckets=97)
+    model = ScratchformerForSequenceClassification(config).eval()
+    torch.nn.init.normal_(model.ngram_logits.weight)
+    model.fit_ngram_log_count_ratios([[5, 6, 7, 8], [9, 10, 11, 5]], [0, 1])
+    compiled = torch.compile(model, backend="eager", fullgraph=True, dynamic=True)
+    torch._dynamo.reset()
+    with torch._dynamo.config.patch(error_on_recompile=True), torch.no_grad():
+        for length in (20, 27, 33):
+            ids = torch.randint(5, 400, (3, length))
+            mask = torch.ones_like(ids)
+            short = slice(0, 12) if padding_side == "left" else slice(length - 12, length)  # 12 tokens padded away
+            mask[1, short], mask[2, :1 if padding_side == "left" else length - 1:] = 0, 0
+            ids = ids.masked_fill(mask == 0, 0)
+            torch.testing.assert_close(compiled(input_ids=ids, attention_mask=mask).logits,
+                                       model(input_ids=ids, attention_mask=mask).logits)
+
+
 @pytest.mark.parametrize("settings", [{"do_sample": False}, {"do_sample": True, "top_p": 0.9}], ids=["greedy", "top_p"])
 def test_compiled_decoding_with_a_static_cache_equals_eager(settings):
     """generate(cache_implementation="static") with transformers' compiled decoding step (compile_config; on CPU it
