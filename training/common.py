@@ -60,6 +60,8 @@ class Preset:
     # Batches of similar lengths: reviews vary from ~50 to 1,000+ tokens, so random batches are mostly padding.
     group_by_length: bool = True
     bf16: bool = False
+    # TrainingArguments(torch_compile=...): inductor-compiled training steps (see training/NOTES.md for where it pays)
+    torch_compile: bool = False
 
 
 def process_state() -> PartialState:
@@ -231,6 +233,7 @@ def training_arguments(
         dataloader_num_workers=0,
         train_sampling_strategy="group_by_length" if preset.group_by_length else "random",
         use_cpu=not torch.cuda.is_available(),
+        torch_compile=preset.torch_compile,
     )
     settings.update(overrides)
     return arguments_class(**settings)
