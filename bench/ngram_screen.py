@@ -1,8 +1,9 @@
 """Screen settings of the classifier's n-gram path alone, on held-out folds of the IMDb train split (never test).
 
-    python -m bench.ngram_screen --tokenizer runs/imdb-classify/work/tokenizer [--settings 3:1048576 3:4194304]
+    python -m bench.ngram_screen --tokenizer runs/imdb-classify/work/tokenizer [--settings 3:1048576 3:4194304:2]
 
-Each setting (order:buckets) builds the model's own hashed n-gram features (NgramLogits.distinct_ngrams), then trains
+Each setting (order:buckets, or order:buckets:word_order to add word n-grams) builds the model's own hashed n-gram
+features (NgramLogits.distinct_ngrams), then trains
 only the path's weights as the recipe does (AdamW lr 1e-3, batch 32, 2 epochs, 6 % warm-up then linear decay) on
 4/5 of the train reviews and scores the held-out fifth, for `--folds` of the five folds. The path alone costs about a
 minute per fold at 1M buckets, against ~12 minutes for a recipe run: a cheap way to rank its settings.
@@ -65,7 +66,8 @@ def held_out_correct(path, reviews, x, labels, train, held_out, epochs=2, batch=
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokenizer", required=True, help="a recipe's tokenizer folder (trained on the train split)")
-    parser.add_argument("--settings", nargs="+", default=["3:1048576", "3:4194304"], help="order:buckets ...")
+    parser.add_argument("--settings", nargs="+", default=["3:1048576", "3:4194304"],
+                        help="order:buckets or order:buckets:word_order ...")
     parser.add_argument("--folds", type=int, default=2, help="how many of the five folds to hold out in turn")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -78,15 +80,18 @@ def main(argv=None):
     fold = np.random.RandomState(0).permutation(len(labels)) % 5
     results = []
     for setting in args.settings:
-        order, buckets = map(int, setting.split(":"))
+        order, buckets, word_order = (list(map(int, setting.split(":"))) + [0])[:3]
         began = time.time()
         torch.manual_seed(0)
-        path = NgramLogits(ScratchformerConfig(ngram_buckets=buckets, ngram_order=order, num_labels=2))
+        path = NgramLogits(ScratchformerConfig(ngram_buckets=buckets, ngram_order=order, ngram_word_order=word_order,
+                                               num_labels=2, vocab_size=len(tokenizer)))
+        if word_order:
+            path.set_word_pieces(tokenizer)
         x = features(path, reviews)
         correct = sum(held_out_correct(path, reviews, x, labels, fold != f, fold == f, args.epochs, lr=args.lr)
                       for f in range(args.folds))
         scored = int(sum((fold == f).sum() for f in range(args.folds)))
-        results.append({"order": order, "buckets": buckets, "epochs": args.epochs, "lr": args.lr,
+        results.append({"order": order, "buckets": buckets, "word_order": word_order, "epochs": args.epochs, "lr": args.lr,
                         "accuracy": correct / scored, "held_out": scored, "seconds": round(time.time() - began)})
         print(results[-1], flush=True)
     return results

@@ -339,8 +339,9 @@ def _classifier_rows(config: dict[str, Any]) -> list[tuple[str, Any]]:
         rows.append(("Long inputs", f"first {config['classifier_head_tokens']} and last "
                      f"{config['max_position_embeddings'] - config['classifier_head_tokens']} tokens (cut by the model)"))
     if config.get("ngram_buckets"):
-        rows.append(("n-gram path", f"1- to {config.get('ngram_order', 3)}-grams of the whole input, hashed into "
-                     f"{config['ngram_buckets']:,} rows, naive-Bayes weighted (NBSVM-style), added to the logits"))
+        words = f" and word 1- to {config['ngram_word_order']}-grams" if config.get("ngram_word_order") else ""
+        rows.append(("n-gram path", f"token 1- to {config.get('ngram_order', 3)}-grams{words} of the whole input, hashed "
+                     f"into {config['ngram_buckets']:,} rows, naive-Bayes weighted (NBSVM-style), added to the logits"))
     id2label = config.get("id2label")
     if isinstance(id2label, dict) and id2label:
         rows.append(("Labels", ", ".join(f"{k} = {v}" for k, v in sorted(id2label.items(), key=lambda kv: int(kv[0])))))

@@ -55,6 +55,10 @@ class ScratchformerConfig(PreTrainedConfig):
             before head-and-tail cutting, is hashed into this many rows; its per-label weight is scaled by the n-gram's
             naive-Bayes log-count ratio (`fit_ngram_log_count_ratios`), and the sum is added to the logits.
         ngram_order: the longest n-gram of the n-gram path (1 = tokens only, 3 = tokens, pairs and triples).
+        ngram_word_order: the longest word n-gram the n-gram path adds to its token n-grams (0 = none, 2 = words and
+            word pairs), hashed into the same rows. Words are read off the tokens (lowercased runs of letters, digits
+            and apostrophes; runs of ! and ?), using a table of the tokenizer's pieces that
+            `fit_ngram_log_count_ratios(..., tokenizer=...)` fills and the model saves.
         unpad_inputs: when a batch is padded and nothing is cached, run the token-wise layers (projections, MLP,
             norms) on the real tokens only and put them back in their padded places just for attention, as
             ModernBERT does. Same results up to float rounding; output vectors and logits at padding positions are
@@ -95,6 +99,7 @@ class ScratchformerConfig(PreTrainedConfig):
     bigram_buckets: int = 0
     ngram_buckets: int = 0
     ngram_order: int = 3
+    ngram_word_order: int = 0
     unpad_inputs: bool = True
     initializer_range: float = 0.02
     tie_word_embeddings: bool = True
@@ -143,7 +148,7 @@ class ScratchformerConfig(PreTrainedConfig):
                     "ScratchformerConfig: an encoder-decoder (is_encoder_decoder=True) needs decoder_start_token_id, "
                     "the first token fed to the decoder (e.g. the tokenizer's bos_token_id)"
                 )
-        for name, least in (("bigram_buckets", 0), ("ngram_buckets", 0), ("ngram_order", 1)):
+        for name, least in (("bigram_buckets", 0), ("ngram_buckets", 0), ("ngram_order", 1), ("ngram_word_order", 0)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < least:
                 raise ValueError(f"ScratchformerConfig: {name} must be an integer >= {least}, got {value!r}")

@@ -116,6 +116,7 @@ NGRAM_HASH_MULTIPLIER = 1_000_003  # a prime: spreads n-grams of tokens over the
 
 def shift_right(x: torch.Tensor, steps: int, fill) -> torch.Tensor:
     """x moved `steps` positions to the right along the sequence: position i holds x[i - steps], `fill` before."""
+    steps = min(steps, x.shape[1])
     return nn.functional.pad(x[:, : x.shape[1] - steps], (steps, 0), value=fill)
 
 
@@ -516,6 +517,8 @@ class ScratchformerPreTrainedModel(PreTrainedModel):
         elif isinstance(module, NgramLogits):  # starts as no opinion; the ratios come from fit_log_count_ratios
             init.zeros_(module.weight)
             init.zeros_(module.log_count_ratio)
+            if module.word_order:
+                init.zeros_(module.word_pieces)
 
 
 STACKS = (None, "encoder", "decoder")
@@ -804,24 +807,100 @@ class ScratchformerForCausalLM(ScratchformerPreTrainedModel, GenerationMixin):
         )
 
 
+WORD_HASH_PRIME = 2_147_483_647  # 2**31 - 1: word hashes stay below it, so a product of two fits in int64
+WORD_HASH_BASE = 257  # a polynomial hash over a word's UTF-8 bytes
+MAX_WORD_PIECES = 12  # tokens joined into one word (a rare longer word is hashed by its last 12)
+NOT_WORD, WORD, MARKS = 0, 1, 2  # kinds of token piece: no word characters; letters/digits/apostrophes; ! and ?
+
+
+def word_piece(text: str) -> tuple[int, bool, bytes]:
+    """What one token's text adds to words: its kind, whether it starts a new word (leading whitespace), and its
+    lowercased word characters (a token holding both letters and marks counts as letters: byte-level BPE keeps
+    them apart)."""
+    core = text.strip().lower()
+    starts = text[:1].isspace()
+    if core and any(c.isalnum() or c == "\ufffd" for c in core) and all(c.isalnum() or c in "'\ufffd" for c in core):
+        return WORD, starts, core.encode()  # \ufffd: a piece of a multi-byte letter, decoded alone
+    marks = "".join(c for c in core if c in "!?")
+    return (MARKS, starts, marks.encode()) if marks else (NOT_WORD, True, b"")
+
+
+def word_piece_table(tokenizer, vocab_size: int) -> torch.Tensor:
+    """(vocab_size, 4) int64: each token id's piece kind, starts-a-word flag, and the polynomial hash and base
+    power of its word characters (so the hash of a word is the hash of its pieces chained)."""
+    table = torch.zeros(vocab_size, 4, dtype=torch.long)
+    table[:, 3] = 1
+    special = set(tokenizer.all_special_ids)
+    for token_id in range(min(vocab_size, len(tokenizer))):
+        if token_id in special:
+            continue
+        kind, starts, core = word_piece(tokenizer.convert_tokens_to_string([tokenizer.convert_ids_to_tokens(token_id)]))
+        hashed, power = 0, 1
+        for byte in core:
+            hashed, power = (hashed * WORD_HASH_BASE + byte) % WORD_HASH_PRIME, power * WORD_HASH_BASE % WORD_HASH_PRIME
+        table[token_id] = torch.tensor([kind, starts, hashed, power])
+    return table
+
+
+def word_ends(input_ids: torch.Tensor, real: torch.Tensor, pieces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The words of a batch of token ids: (hash of the word ending at each token, whether a word ends there)."""
+    kind, starts, hashed, power = pieces[input_ids].unbind(-1)
+    kind = kind.masked_fill(~real, NOT_WORD)
+    # A token continues the word before it when it has no leading space and is of the same (word) kind.
+    continues = (kind != NOT_WORD) & (starts == 0) & (kind == shift_right(kind, 1, NOT_WORD))
+    word, scale, linked = hashed, power, torch.ones_like(real)
+    for back in range(1, MAX_WORD_PIECES):  # word = ((h[i-2] * p[i-1] + h[i-1]) * p[i] + h[i]) mod prime
+        linked = linked & shift_right(continues, back - 1, False)
+        word = (word + linked * shift_right(hashed, back, 0) * scale) % WORD_HASH_PRIME
+        scale = scale * shift_right(power, back, 1) % WORD_HASH_PRIME
+    ends = (kind != NOT_WORD) & ~nn.functional.pad(continues[:, 1:], (0, 1), value=False)
+    return word, ends
+
+
+def hashed_word_ngrams(word: torch.Tensor, ends: torch.Tensor, n: int, buckets: int) -> torch.Tensor:
+    """The bucket of the word n-gram ending at each word end, hashed as hashed_ngrams hashes token n-grams (-1
+    elsewhere, and where fewer than n words end before it)."""
+    positions = torch.arange(word.shape[1], device=word.device).expand_as(word)
+    previous_end = shift_right(torch.where(ends, positions, -1), 1, -1).cummax(1).values  # the last word end before i
+    words, at, whole = [word], positions, ends
+    for _ in range(n - 1):
+        at = previous_end.gather(1, at.clamp(min=0)).masked_fill(at < 0, -1)
+        whole = whole & (at >= 0)
+        words.append(word.gather(1, at.clamp(min=0)))
+    hashed = torch.zeros_like(word)
+    for value in reversed(words):  # oldest word first, as in hashed_ngrams
+        hashed = hashed * NGRAM_HASH_MULTIPLIER + value
+    return (hashed % buckets).masked_fill(~whole, -1)
+
+
 class NgramLogits(nn.Module):
     """A linear bag-of-n-grams classifier (NBSVM-style): each distinct hashed n-gram adds its weight times its
     naive-Bayes log-count ratio to the label scores; the ratios are fitted from counts, the weights by training."""
 
     def __init__(self, config: ScratchformerConfig):
         super().__init__()
-        self.order, self.buckets = config.ngram_order, config.ngram_buckets
+        self.order, self.word_order, self.buckets = config.ngram_order, config.ngram_word_order, config.ngram_buckets
         self.weight = nn.Parameter(torch.zeros(config.ngram_buckets, config.num_labels))
         self.register_buffer("log_count_ratio", torch.zeros(config.ngram_buckets, config.num_labels))
+        if self.word_order:  # filled from the tokenizer by set_word_pieces, saved with the weights
+            self.register_buffer("word_pieces", torch.zeros(config.vocab_size, 4, dtype=torch.long))
+
+    def set_word_pieces(self, tokenizer) -> None:
+        """Read which tokens start, continue or are no part of words, from the tokenizer the model reads."""
+        self.word_pieces.copy_(word_piece_table(tokenizer, self.word_pieces.shape[0]))
 
     def distinct_ngrams(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-        """(batch, n-grams) buckets of each row's n-grams of real tokens, each bucket once; -1 fills the rest."""
+        """(batch, n-grams) buckets of each row's n-grams of real tokens (and words), each bucket once; -1 fills
+        the rest."""
         real = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
         buckets, whole = [], real
         for n in range(1, self.order + 1):
             if n > 1:  # an n-gram counts when all its n tokens are real: the same for left and right padding
                 whole = whole & shift_right(real, n - 1, False)
             buckets.append(hashed_ngrams(input_ids, n, self.buckets).masked_fill(~whole, -1))
+        if self.word_order:
+            word, ends = word_ends(input_ids, real, self.word_pieces)
+            buckets += [hashed_word_ngrams(word, ends, n, self.buckets) for n in range(1, self.word_order + 1)]
         ordered = torch.cat(buckets, 1).sort(1).values
         repeated = ordered == shift_right(ordered, 1, -2)  # -2: never a bucket, nor the -1 filler
         return ordered.masked_fill(repeated, -1)  # binarized, as NBSVM's features: presence, not counts
@@ -859,8 +938,11 @@ class ScratchformerForSequenceClassification(ScratchformerPreTrainedModel):
         self.ngram_logits = NgramLogits(config) if config.ngram_buckets else None
         self.post_init()
 
-    def fit_ngram_log_count_ratios(self, input_ids: list[list[int]], labels: list[int], smoothing: float = 1.0) -> None:
-        """Fit the n-gram path's naive-Bayes log-count ratios on training examples (token ids, class ids)."""
+    def fit_ngram_log_count_ratios(
+        self, input_ids: list[list[int]], labels: list[int], smoothing: float = 1.0, tokenizer=None
+    ) -> None:
+        """Fit the n-gram path's naive-Bayes log-count ratios on training examples (token ids, class ids). With
+        word n-grams (config.ngram_word_order), `tokenizer` (the one that made the ids) tells which tokens form words."""
         if self.ngram_logits is None:
             raise ValueError("fit_ngram_log_count_ratios: this model has no n-gram path (config.ngram_buckets is 0)")
         if self.num_labels < 2 or self.config.problem_type in ("regression", "multi_label_classification"):
@@ -868,6 +950,11 @@ class ScratchformerForSequenceClassification(ScratchformerPreTrainedModel):
                              f"more labels (num_labels={self.num_labels}, problem_type={self.config.problem_type!r})")
         if len(input_ids) != len(labels) or not all(0 <= label < self.num_labels for label in labels):
             raise ValueError(f"fit_ngram_log_count_ratios: needs one class id in [0, {self.num_labels}) per example")
+        if self.config.ngram_word_order:
+            if tokenizer is None:
+                raise ValueError("fit_ngram_log_count_ratios: config.ngram_word_order adds word n-grams; pass the "
+                                 "tokenizer=... that made input_ids, so the model can tell which tokens form words")
+            self.ngram_logits.set_word_pieces(tokenizer)
         self.ngram_logits.fit_log_count_ratios(input_ids, labels, smoothing)
 
     @can_return_tuple

@@ -322,4 +322,7 @@ def test_a_classifiers_card_says_how_it_reads_long_inputs_and_its_ngram_path(tmp
     (folder / "config.json").write_text(json.dumps(config))
     text = build_model_card(folder, "org/m").text
     assert "| Long inputs | first 16 and last 48 tokens (cut by the model) |" in text
-    assert "1- to 3-grams of the whole input, hashed into 4,096 rows" in text
+    assert "token 1- to 3-grams of the whole input, hashed into 4,096 rows" in text
+    config["ngram_word_order"] = 2
+    (folder / "config.json").write_text(json.dumps(config))
+    assert "token 1- to 3-grams and word 1- to 2-grams of the whole input" in build_model_card(folder, "org/m").text

@@ -7,7 +7,16 @@ import torch
 from conftest import tiny_config
 
 from scratchformer import ScratchformerForSequenceClassification
-from scratchformer.modeling_scratchformer import NgramLogits, hashed_ngrams
+from scratchformer.modeling_scratchformer import (
+    MARKS,
+    NOT_WORD,
+    WORD,
+    NgramLogits,
+    hashed_ngrams,
+    hashed_word_ngrams,
+    word_ends,
+    word_piece,
+)
 
 BUCKETS = 997
 
@@ -101,3 +110,71 @@ def test_bad_uses_of_the_ngram_path_are_refused():
         model.fit_ngram_log_count_ratios([[5, 6], [7]], [1])
     with pytest.raises(ValueError, match="inputs_embeds alone"):
         model(inputs_embeds=torch.zeros(1, 3, 32))
+
+
+def test_word_pieces_say_which_tokens_start_continue_or_are_no_part_of_words():
+    assert word_piece(" Great") == (WORD, True, b"great")  # lowercased; a leading space starts a word
+    assert word_piece("ful") == (WORD, False, b"ful") and word_piece("'s") == (WORD, False, b"'s")
+    assert word_piece("!?") == (MARKS, False, b"!?") and word_piece(' "!') == (MARKS, True, b"!")
+    assert word_piece(", ")[0] == word_piece("\n\n")[0] == word_piece("'")[0] == NOT_WORD
+
+
+def word_path(tokenizer, word_order=2):
+    path = NgramLogits(tiny_config(vocab_size=len(tokenizer), ngram_buckets=BUCKETS, ngram_order=1,
+                                   ngram_word_order=word_order))
+    path.set_word_pieces(tokenizer)
+    return path
+
+
+def test_words_are_read_off_the_tokens_whatever_their_split_and_case(tokenizer):
+    path = word_path(tokenizer)
+
+    def words(text):
+        ids = torch.tensor([tokenizer(text)["input_ids"]])
+        word, ends = word_ends(ids, torch.ones_like(ids, dtype=torch.bool), path.word_pieces)
+        return word[ends].tolist()
+
+    # "Wonderful" and "WONDERFUL" are split into different tokens (the tokenizer learnt lowercase text) but are one
+    # word; punctuation separates words and is dropped; "!!" is a word of its own.
+    split = words("Wonderful, WONDERFUL acting!! ünïcode")
+    assert len(tokenizer(" WONDERFUL")["input_ids"]) > 1
+    assert split == words("wonderful wonderful acting !! ünïcode") and len(split) == 5
+    assert split[0] == split[1] and len(set(split)) == 4
+
+
+def test_word_ngrams_count_once_and_ignore_the_padding(tokenizer):
+    path = word_path(tokenizer)
+    ids = torch.tensor([tokenizer("a great film. a great film!")["input_ids"]])
+    real = torch.ones_like(ids, dtype=torch.bool)
+    word, ends = word_ends(ids, real, path.word_pieces)
+    pairs = hashed_word_ngrams(word, ends, 2, BUCKETS)
+    assert (pairs >= 0).sum() == 6 and (hashed_word_ngrams(word, ends, 1, BUCKETS) >= 0).sum() == 7  # 7 words
+    assert len(set(pairs[pairs >= 0].tolist())) == 4  # (a great) (great film) (film a) (film !): repeats count once
+    with torch.no_grad():
+        path.weight.normal_()
+        path.log_count_ratio.normal_()
+        alone = path(ids, None)
+        pad = torch.zeros(1, 3, dtype=torch.long)
+        right = path(torch.cat([ids, pad], 1), torch.cat([real, pad.bool()], 1).long())
+        left = path(torch.cat([pad, ids], 1), torch.cat([pad.bool(), real], 1).long())
+    torch.testing.assert_close(right, alone)
+    torch.testing.assert_close(left, alone)
+
+
+def test_a_classifier_with_word_ngrams_needs_its_tokenizer_and_saves_the_word_table(tmp_path, tokenizer):
+    config = tiny_config(vocab_size=len(tokenizer), ngram_buckets=BUCKETS, ngram_word_order=2, num_labels=2)
+    model = ScratchformerForSequenceClassification(config).eval()
+    reviews = [tokenizer(t)["input_ids"] for t in ("a great film", "a terrible film")]
+    with pytest.raises(ValueError, match="pass the tokenizer"):
+        model.fit_ngram_log_count_ratios(reviews, [1, 0])
+    model.fit_ngram_log_count_ratios(reviews, [1, 0], tokenizer=tokenizer)
+    great = tokenizer(" great")["input_ids"][0]
+    assert model.ngram_logits.word_pieces[great].tolist()[:2] == [WORD, 1]
+    with torch.no_grad():
+        model.ngram_logits.weight.normal_()
+    model.save_pretrained(tmp_path)
+    loaded = ScratchformerForSequenceClassification.from_pretrained(tmp_path).eval()
+    torch.testing.assert_close(loaded.ngram_logits.word_pieces, model.ngram_logits.word_pieces)
+    ids = torch.tensor(reviews[:1])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids).logits, model(ids).logits)

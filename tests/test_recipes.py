@@ -40,6 +40,7 @@ def test_classify_writes_a_hub_ready_folder(tmp_path, fake_aclimdb):
     tokenizer, model = AutoTokenizer.from_pretrained(output), AutoModelForSequenceClassification.from_pretrained(output)
     assert config["ngram_buckets"] == tiny.ngram_buckets > 0
     assert model.ngram_logits.log_count_ratio.abs().sum() > 0  # fitted on the train reviews before training
+    assert config["ngram_word_order"] == tiny.ngram_word_order > 0 and model.ngram_logits.word_pieces[:, 0].any()
     ids = encode(tokenizer, [review], tiny.max_length, tiny.head_tokens, whole=True)
     assert len(ids[0]) > tiny.max_length
     with torch.no_grad():

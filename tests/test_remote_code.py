@@ -58,17 +58,18 @@ def test_every_head_loads_as_remote_code_with_identical_outputs(tmp_path, tokeni
         "AutoModel": (ScratchformerModel, {}),
         "AutoModelForCausalLM": (ScratchformerForCausalLM, {}),
         "AutoModelForSequenceClassification": (
-            ScratchformerForSequenceClassification, {"bigram_buckets": 53, "ngram_buckets": 59, "ngram_order": 2}
+            ScratchformerForSequenceClassification,
+            {"bigram_buckets": 53, "ngram_buckets": 59, "ngram_order": 2, "ngram_word_order": 2},
         ),
         "AutoModelForMaskedLM": (ScratchformerForMaskedLM, {}),
         "AutoModelForSeq2SeqLM": (ScratchformerForConditionalGeneration, seq2seq),
     }
-    ids = torch.randint(5, 400, (2, 7))
+    ids = torch.tensor(tokenizer(["a great film, honestly", "a dull story!! awful"], padding="longest")["input_ids"])
     cases = []
     for auto_class, (head, settings) in heads.items():
         model = head(tiny_config(position_embedding_type="rotary", **settings)).eval()
         if head is ScratchformerForSequenceClassification:  # an n-gram path that shows in the logits
-            model.fit_ngram_log_count_ratios(ids.tolist(), [0, 1])
+            model.fit_ngram_log_count_ratios(ids.tolist(), [0, 1], tokenizer=tokenizer)
             torch.nn.init.normal_(model.ngram_logits.weight)
         path = tmp_path / auto_class
         model.save_pretrained(path)

@@ -53,6 +53,7 @@ class Preset:
     bigram_buckets: int = 0  # hashed (previous token, token) embeddings, fastText-style (ScratchformerConfig; 0 = off)
     ngram_buckets: int = 0  # classifiers: the linear NBSVM-style bag-of-n-grams path (ScratchformerConfig; 0 = off)
     ngram_order: int = 3
+    ngram_word_order: int = 0  # word n-grams added to the token n-grams of the n-gram path (0 = none)
     optimizer: str = "adamw"  # or "muon": Muon on the hidden 2-D matrices, AdamW on the rest (MuonWithAdamW)
     lr_scheduler: str = "linear"  # a transformers scheduler name, e.g. "cosine"
     save_steps: int = 200
