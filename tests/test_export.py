@@ -115,13 +115,17 @@ def test_compiled_training_forward_is_one_graph_equal_to_eager_without_recompile
 @pytest.mark.parametrize("padding_side", ["right", "left"])
 def test_compiled_classifier_cuts_long_inputs_to_head_and_tail_as_eager_does(padding_side):
     """Inputs longer than the positions: the compiled classifier (fullgraph, dynamic) cuts them to head + tail inside
-    the graph, as eager does (it used to skip the cut while tracing), with the n-gram path reading the whole input."""
+    the graph, as eager does (it used to skip the cut while tracing), with the n-gram path (token and word n-grams)
+    reading the whole input."""
     torch.manual_seed(0)
     config = tiny_config(num_labels=2, pad_token_id=0, max_position_embeddings=16, classifier_head_tokens=4,
-                         ngram_buckets=97)
+                         ngram_buckets=97, ngram_word_order=2)
     model = ScratchformerForSequenceClassification(config).eval()
     torch.nn.init.normal_(model.ngram_logits.weight)
-    model.fit_ngram_log_count_ratios([[5, 6, 7, 8], [9, 10, 11, 5]], [0, 1])
+    pieces = model.ngram_logits.word_pieces  # a made-up word table: tokens of every kind, starting words or not
+    pieces.copy_(torch.stack([torch.randint(0, 3, (400,)), torch.randint(0, 2, (400,)), torch.randint(0, 10**6, (400,)),
+                              torch.randint(1, 10**6, (400,))], 1))
+    model.ngram_logits.fit_log_count_ratios([[5, 6, 7, 8], [9, 10, 11, 5]], [0, 1])
     compiled = torch.compile(model, backend="eager", fullgraph=True, dynamic=True)
     torch._dynamo.reset()
     with torch._dynamo.config.patch(error_on_recompile=True), torch.no_grad():
