@@ -1,10 +1,14 @@
 """Our encoder-decoder next to transformers' BartForConditionalGeneration at identical dims, on the number-words task.
 
 Usage: python -m bench.translate [--json PATH] [--quick] [--pairs N] [--threads N] [--budget-s S] [--test N]
+                                 [--compile [--compile-backend B]]
 
     train      training tokens/s (forward + backward + fused AdamW step) on the same TRAIN_BATCHES real, randomly
                drawn batches of number pairs (one call = one step on each), source + target tokens (padding
                excluded), paired ABBA protocol of bench.speed (median of per-pair ratios, theirs-vs-theirs noise floor)
+    train_compiled, train_compiled_vs_eager
+               with --compile: the same steps with both models compiled (torch.compile, inductor), and ours compiled
+               against BART eager, each with its first call's compile time (bench.speed's compare_compiled)
     beam4      4-beam generate() tokens/s on the same batch of test sources, exactly --new-tokens new tokens each
     accuracy   with --budget-s S: both models train for S seconds of wall clock each (same data, tokenizer, batches,
                optimizer), then greedy and 4-beam exact match on --test held-out test numbers; once per learning
@@ -24,7 +28,16 @@ from pathlib import Path
 import torch
 from transformers import BartConfig, BartForConditionalGeneration, DataCollatorForSeq2Seq
 
-from bench.speed import QUICK_PROTOCOL, Protocol, compare, make_optimizer, training_step, use_threads
+from bench.speed import (
+    QUICK_PROTOCOL,
+    SIDES,
+    Protocol,
+    compare,
+    compare_compiled,
+    make_optimizer,
+    training_step,
+    use_threads,
+)
 from scratchformer import ScratchformerForConditionalGeneration, train_tokenizer
 from training import common, translate
 
@@ -97,14 +110,19 @@ def training_steps(model, train_batches):
     return run
 
 
-def speed(config, tokenizer, data, protocol: Protocol, new_tokens: int) -> dict:
-    """Paired training and 4-beam decoding throughput, ours / theirs."""
-    models = [build(side, config) for side in ("ours", "theirs", "theirs")]
+def speed(config, tokenizer, data, protocol: Protocol, new_tokens: int, compile_backend: str | None = None) -> dict:
+    """Paired training and 4-beam decoding throughput, ours / theirs (with a `compile_backend`, training compiled too)."""
+    models = [build(side, config) for side in SIDES]
     train_batches = list(itertools.islice(batches(tokenizer, data["train"], PRESET.batch_size, seed=0), TRAIN_BATCHES))
     tokens = sum(real_tokens(batch) for batch in train_batches)
     padded = sum(batch["input_ids"].numel() + batch["labels"].numel() for batch in train_batches)
-    results = {"train": compare(*(training_steps(m, train_batches) for m in models), work=tokens, protocol=protocol)}
+    eager = [training_steps(m, train_batches) for m in models]
+    results = {"train": compare(*eager, work=tokens, protocol=protocol)}
     results["train"]["padding_share"] = 1 - tokens / padded
+    if compile_backend:
+        compiled = [training_steps(torch.compile(build(side, config), backend=compile_backend), train_batches)
+                    for side in SIDES]
+        compare_compiled(results, "train", eager, compiled, tokens, protocol)
 
     sources = tokenizer(list(data["test"]["source"][:8]), return_tensors="pt", padding=True)
 
@@ -170,6 +188,8 @@ def main(argv=None) -> int:
     parser.add_argument("--budget-s", type=float, default=0.0, help="also train both for this long and compare accuracy")
     parser.add_argument("--train-samples", type=int, default=PRESET.train_samples)
     parser.add_argument("--test", type=int, default=1000, help="test numbers for the accuracy comparison")
+    parser.add_argument("--compile", action="store_true", help="also compare compiled training (torch.compile)")
+    parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend for --compile")
     parser.add_argument("--learning-rates", default=str(PRESET.learning_rate),
                         help="comma-separated peak learning rates for the accuracy comparison, each tried on both sides")
     args = parser.parse_args(argv)
@@ -179,11 +199,14 @@ def main(argv=None) -> int:
     config = common.model_config(tokenizer, PRESET, is_encoder_decoder=True, decoder_start_token_id=tokenizer.bos_token_id)
     results = {"threads": torch.get_num_threads(), "dims": {k: getattr(config, k) for k in (
         "vocab_size", "hidden_size", "encoder_layers", "decoder_layers", "num_attention_heads", "intermediate_size")}}
-    results.update(speed(config, tokenizer, data, protocol, args.new_tokens))
-    for name in ("train", "beam4"):
-        r = results[name]
+    results.update(speed(config, tokenizer, data, protocol, args.new_tokens, args.compile_backend if args.compile else None))
+    for name in ("train", "train_compiled", "train_compiled_vs_eager", "beam4"):
+        r = results.get(name)
+        if r is None:
+            continue
+        compiled = f"; compile {r['compile_s']['ours']:.0f} s / {r['compile_s']['theirs']:.0f} s" if "compile_s" in r else ""
         print(f"{name:6s} ours/BART {r['ratio']:.3f} (IQR {r['ratio_iqr'][0]:.3f}-{r['ratio_iqr'][1]:.3f}; noise "
-              f"{r['noise']:.3f})  ours {r['ours_tokens_per_s']:.0f} tok/s, BART {r['theirs_tokens_per_s']:.0f} tok/s")
+              f"{r['noise']:.3f}{compiled})  ours {r['ours_tokens_per_s']:.0f} tok/s, BART {r['theirs_tokens_per_s']:.0f} tok/s")
     print(f"       (training batches: {results['train']['padding_share']:.1%} of their positions are padding)")
     if args.budget_s:
         rates = [float(lr) for lr in args.learning_rates.split(",")]

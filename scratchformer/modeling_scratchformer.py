@@ -815,8 +815,8 @@ NOT_WORD, WORD, MARKS = 0, 1, 2  # kinds of token piece: no word characters; let
 
 def word_piece(text: str) -> tuple[int, bool, bytes]:
     """What one token's text adds to words: its kind, whether it starts a new word (leading whitespace), and its
-    lowercased word characters (a token holding both letters and marks counts as letters: byte-level BPE keeps
-    them apart)."""
+    lowercased word characters (a token mixing letters and punctuation keeps only its ! and ?: rare, as byte-level
+    BPE keeps letters and punctuation in separate tokens)."""
     core = text.strip().lower()
     starts = text[:1].isspace()
     if core and any(c.isalnum() or c == "\ufffd" for c in core) and all(c.isalnum() or c in "'\ufffd" for c in core):
@@ -844,7 +844,8 @@ def word_piece_table(tokenizer, vocab_size: int) -> torch.Tensor:
 
 def word_ends(input_ids: torch.Tensor, real: torch.Tensor, pieces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The words of a batch of token ids: (hash of the word ending at each token, whether a word ends there)."""
-    kind, starts, hashed, power = pieces[input_ids].unbind(-1)
+    # Clamped: an id outside the vocabulary gets the Transformer's clear error, not an index error here.
+    kind, starts, hashed, power = pieces[input_ids.clamp(0, pieces.shape[0] - 1)].unbind(-1)
     kind = kind.masked_fill(~real, NOT_WORD)
     # A token continues the word before it when it has no leading space and is of the same (word) kind.
     continues = (kind != NOT_WORD) & (starts == 0) & (kind == shift_right(kind, 1, NOT_WORD))

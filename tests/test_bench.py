@@ -94,13 +94,15 @@ def test_lm_budget_trains_both_models_for_the_same_budget(tmp_path, fake_aclimdb
 def test_quick_translation_benchmark_writes_speed_and_accuracy(tmp_path):
     out = tmp_path / "translate.json"
     command = [sys.executable, "-m", "bench.translate", "--quick", "--threads", "1", "--train-samples", "300",
-               "--test", "20", "--budget-s", "1", "--learning-rates", "2e-3,1e-3", "--json", str(out)]
+               "--test", "20", "--budget-s", "1", "--learning-rates", "2e-3,1e-3", "--compile", "--compile-backend",
+               "eager", "--json", str(out)]
     run = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "ours/BART" in run.stdout and "exact match" in run.stdout
+    assert "ours/BART" in run.stdout and "exact match" in run.stdout and "train_compiled_vs_eager" in run.stdout
 
     results = json.loads(out.read_text())
-    for name in ("train", "beam4"):
+    assert results["train_compiled"]["compile_s"]["theirs"] > 0 == results["train_compiled_vs_eager"]["compile_s"]["theirs"]
+    for name in ("train", "train_compiled", "train_compiled_vs_eager", "beam4"):
         for key in ("ratio", "noise", "ours_tokens_per_s", "theirs_tokens_per_s"):
             assert math.isfinite(results[name][key]) and results[name][key] > 0, f"{name}.{key}"
     assert 0 < results["train"]["padding_share"] < 1  # real batches of different lengths

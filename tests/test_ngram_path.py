@@ -178,3 +178,5 @@ def test_a_classifier_with_word_ngrams_needs_its_tokenizer_and_saves_the_word_ta
     ids = torch.tensor(reviews[:1])
     with torch.no_grad():
         torch.testing.assert_close(loaded(ids).logits, model(ids).logits)
+    with pytest.raises(ValueError, match="outside the vocabulary"):  # the model's own message, not an index error
+        loaded(torch.tensor([[5, len(tokenizer) + 3]]))
