@@ -1,4 +1,5 @@
-"""Every difference between the transformers releases we support (5.23 onwards), in one place.
+"""Every difference between the transformers releases we support (5.23 onwards), and the one torch.compile
+workaround, in one place.
 
 transformers 5.24 renamed the KV cache's argument and output field from `past_key_values` to `cache`: generate()
 passes `cache=` to forward and reads `outputs.cache`, where 5.23 passes and reads `past_key_values`. The model says
@@ -9,6 +10,7 @@ users get the same translation for whatever release they have.
 import functools
 import inspect
 
+import torch
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 # The name the installed release uses, told by feature (is `cache` a field of the built-in outputs?), not by version.
@@ -44,3 +46,36 @@ def accepts_either_cache_name(forward):
 
     forward_with_either_name.__signature__ = signature.replace(parameters=parameters)
     return forward_with_either_name
+
+
+# torch.compile ------------------------------------------------------------------------------------------------------
+#
+# A compiled graph's backward gets a gradient for every differentiable tensor it returns, and autograd fills in zeros
+# where the loss did not use one (pytorch/pytorch#131794; torch 2.13 has no way round it). A language model's graph
+# returns the logits beside the loss, so every training step filled and read a [batch, length, vocab] zero tensor:
+# 262 MB and ~0.11 s of a ~1.6 s cpu-small step, the whole gap to GPT-2 when both were compiled (bench/NOTES.md).
+# With the loss in a graph of its own, the logits are that graph's input and get their real gradient instead.
+
+
+@torch.compiler.assume_constant_result  # run once while tracing; the trace keeps the answer as a constant
+def _graph_breaks_are_errors() -> bool:
+    """Whether the code being traced must stay one graph: torch.compile(fullgraph=True) or error_on_graph_break."""
+    try:
+        from torch._dynamo.symbolic_convert import InstructionTranslator
+
+        tracer = InstructionTranslator.current_tx()
+        return bool(tracer.one_graph or tracer.error_on_graph_break)
+    except Exception:  # a torch whose tracer looks different: assume it must (never break)
+        return True
+
+
+def loss_in_own_graph(logits: torch.Tensor) -> None:
+    """Under torch.compile, when the logits will be trained through, end the graph here: the loss that follows runs
+    in a graph of its own. Eager, torch.export and fullgraph compiles are left as one graph."""
+    if (
+        torch.compiler.is_compiling()
+        and not torch.compiler.is_exporting()
+        and logits.requires_grad
+        and not _graph_breaks_are_errors()
+    ):
+        torch._dynamo.graph_break("the loss in its own graph: the logits then get their real gradient, not zeros")

@@ -46,7 +46,7 @@ from transformers.utils import can_return_tuple
 from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
-from .compat import accepts_either_cache_name, cache_field, cache_of
+from .compat import accepts_either_cache_name, cache_field, cache_of, loss_in_own_graph
 from .configuration_scratchformer import ScratchformerConfig
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -797,6 +797,7 @@ class ScratchformerForCausalLM(ScratchformerPreTrainedModel, GenerationMixin):
         logits = self.lm_head(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))
         loss = None
         if labels is not None:
+            loss_in_own_graph(logits)
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
         return CausalLMOutputWithPast(
             loss=loss,
@@ -1058,6 +1059,7 @@ class ScratchformerForMaskedLM(ScratchformerPreTrainedModel):
         logits = self.mlm_head(hidden_states)
         loss = None
         if labels is not None:
+            loss_in_own_graph(logits)
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
         return MaskedLMOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions)
 
@@ -1170,6 +1172,7 @@ class ScratchformerForConditionalGeneration(ScratchformerPreTrainedModel, Genera
         logits = self.lm_head(slice_logits_to_keep(decoder_outputs.last_hidden_state, logits_to_keep))
         loss = None
         if labels is not None:
+            loss_in_own_graph(logits)
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
         return Seq2SeqLMOutput(
             loss=loss,

@@ -162,3 +162,33 @@ def test_compiled_decoding_with_a_static_cache_equals_eager(settings):
     assert hasattr(model, "_compiled_call")  # the decoding steps went through torch.compile
     assert torch.equal(compiled.sequences, eager.sequences)
     torch.testing.assert_close(torch.stack(compiled.scores), torch.stack(eager.scores))
+
+
+@pytest.mark.parametrize("head", [ScratchformerForCausalLM, ScratchformerForMaskedLM])
+def test_compiled_training_runs_the_loss_in_its_own_graph_with_eagers_gradients(head):
+    """Default torch.compile (graph breaks allowed): the loss gets a graph of its own, so the logits take their real
+    gradient instead of a zero-filled one (compat.loss_in_own_graph). Gradients through the loss and through the
+    returned logits equal eager; without gradients (evaluation) the forward stays one graph."""
+    torch.manual_seed(0)
+    model = head(tiny_config(pad_token_id=0, hidden_dropout_prob=0.0)).train()
+    ids, mask = padded_batch()
+    ids, mask = ids[:2], mask[:2]  # right padding: with left padding, eager's 0 logits at the padding meet a label
+    labels = ids.masked_fill(mask == 0, -100)
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(model)(input_ids=ids, attention_mask=mask, labels=labels)
+    assert explained.graph_count == 2, explained.break_reasons
+    assert "the loss in its own graph" in str(explained.break_reasons[0].reason)
+    with torch.no_grad():
+        assert torch._dynamo.explain(model)(input_ids=ids, attention_mask=mask, labels=labels).graph_count == 1
+
+    def gradients(forward):
+        model.zero_grad()
+        out = forward(input_ids=ids, attention_mask=mask, labels=labels)
+        (out.loss + out.logits[mask.bool()].square().mean()).backward()  # an extra term on the logits (distillation)
+        return out.loss.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}
+
+    expected_loss, expected = gradients(model)
+    torch._dynamo.reset()
+    got_loss, got = gradients(torch.compile(model, backend="aot_eager", dynamic=True))
+    torch.testing.assert_close(got_loss, expected_loss)
+    torch.testing.assert_close(got, expected)
