@@ -280,12 +280,17 @@ def decoding(
     return run
 
 
-def train_flops_per_token(size: Size, task: str) -> float:
-    """Model FLOPs per trained token: 6 x matmul weights + 12 * L * d * T for attention scores and weighted sums."""
-    d, f, layers = size.hidden_size, size.intermediate_size, size.num_layers
+def train_flops_per_token(size: Size, task: str, pooled_last_block: bool = False) -> float:
+    """Model FLOPs per trained token: 6 x matmul weights + 12 * L * d * T for attention scores and weighted sums.
+    `pooled_last_block`: the last block computes its output for one token per sequence (ours with first-token
+    pooling): Q/K/V for every token, attention, output projection and MLP for that one token."""
+    d, f, layers, length = size.hidden_size, size.intermediate_size, size.num_layers, size.seq_len
     output_layer = d * size.vocab_size if task == "lm" else d * NUM_LABELS
-    matmul_weights = layers * (4 * d * d + 2 * d * f) + output_layer
-    return 6 * matmul_weights + 12 * layers * d * size.seq_len
+    block = 6 * (4 * d * d + 2 * d * f) + 12 * d * length
+    if not pooled_last_block:
+        return layers * block + 6 * output_layer
+    last_block = 6 * 3 * d * d + (6 * (d * d + 2 * d * f) + 12 * d * length) / length
+    return (layers - 1) * block + last_block + 6 * output_layer
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -493,19 +498,18 @@ def bench_size(
             compare_compiled(details, key, steps, compiled_steps, tokens_per_step, protocol)
             del compiled, compiled_steps
         del models, steps
-    flops = {task: train_flops_per_token(size, task) for task in ("cls", "lm")}
+    # Each side's own FLOPs: ours computes the cls-pooled classifier's last block for the first token only.
+    flops = {side: {task: train_flops_per_token(size, task, pooled_last_block=side == "ours" and task == "cls")
+                    for task in ("cls", "lm")} for side in ("ours", "theirs")}
     result["train_cls"] = details["train_cls"]["ratio"]
     result["train_lm"] = details["train_lm"]["ratio"]
-    result["mfu"] = {
-        key: {side: details[key][f"{side}_tokens_per_s"] * flops[task] / peak_flops for side in ("ours", "theirs")}
-        for task, key in (("cls", "train_cls"), ("lm", "train_lm"))
-    }
-    if compile_backend:
-        result["mfu_compiled"] = {
-            key: {side: details[f"{key}_compiled"][f"{side}_tokens_per_s"] * flops[task] / peak_flops
+    for mfu_key, suffix in [("mfu", "")] + ([("mfu_compiled", "_compiled")] if compile_backend else []):
+        result[mfu_key] = {
+            key: {side: details[key + suffix][f"{side}_tokens_per_s"] * flops[side][task] / peak_flops
                   for side in ("ours", "theirs")}
             for task, key in (("cls", "train_cls"), ("lm", "train_lm"))
         }
+    if compile_backend:
         for key in ("train_cls", "train_lm"):
             result[f"{key}_compiled"] = details[f"{key}_compiled"]["ratio"]
             result[f"{key}_compiled_vs_eager"] = details[f"{key}_compiled_vs_eager"]["ratio"]

@@ -209,6 +209,39 @@ def real_tokens(config: ScratchformerConfig, attention_mask: torch.Tensor | None
     return RealTokens(attention_mask)
 
 
+class PooledTokens:
+    """The one token per row that a first/last-token pooling reads, so the last block computes only its output.
+
+    Exact, not an approximation: the blocks before still run on every token, and the last block's keys and values
+    come from all of them; only its queries, output projection, MLP and norms shrink to one token per row.
+    """
+
+    def __init__(self, positions: torch.Tensor, length: int, tokens: RealTokens | None):
+        self.positions = positions  # [B]
+        self.unpadded = tokens is not None
+        flat = torch.arange(positions.shape[0], device=positions.device) * length + positions
+        # Row of each pooled token in the [B*L] padded layout, or among the [N] real tokens of an unpadded batch.
+        self.rows = torch.searchsorted(tokens.indices, flat) if self.unpadded else flat
+
+    def select(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """[B, L, H] (or [N, H] unpadded) -> [B, 1, H]: the pooled tokens' vectors."""
+        flat = hidden_states if self.unpadded else hidden_states.flatten(0, 1)
+        return flat.index_select(0, self.rows).unsqueeze(1)
+
+    def queries(self, query: torch.Tensor) -> torch.Tensor:
+        """[B, heads, L, D] -> [B, heads, 1, D]: the pooled tokens' queries."""
+        batch, heads, _, head_dim = query.shape
+        return query.gather(2, self.positions.view(batch, 1, 1, 1).expand(batch, heads, 1, head_dim))
+
+    def mask_rows(self, attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+        """The pooled tokens' rows of a [B or 1, 1, L, L] attention mask (a [.., 1, L] one serves every row as is)."""
+        if attention_mask is None or attention_mask.shape[-2] == 1:
+            return attention_mask
+        batch, length = self.positions.shape[0], attention_mask.shape[-1]
+        rows = attention_mask.expand(batch, -1, -1, -1)
+        return rows.gather(2, self.positions.view(batch, 1, 1, 1).expand(batch, rows.shape[1], 1, length))
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Attention
 # ----------------------------------------------------------------------------------------------------------------
@@ -321,10 +354,11 @@ class ScratchformerAttention(nn.Module):
         encoder_hidden_states: torch.Tensor | None = None,
         tokens: RealTokens | None = None,
         source_tokens: RealTokens | None = None,
+        pooled: PooledTokens | None = None,
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """`tokens`: hidden_states holds only these real tokens of a padded batch; `source_tokens`: the same for
-        encoder_hidden_states (cross-attention)."""
+        encoder_hidden_states (cross-attention); `pooled`: attend from these tokens only (output [B, 1, H])."""
         if self.is_cross_attention:
             (query,) = self.project(hidden_states, "q", tokens)
             # No rotary here: decoder and source positions live on different axes, their difference means nothing.
@@ -339,6 +373,8 @@ class ScratchformerAttention(nn.Module):
                     cache = cache.self_attention_cache
                 # kwargs reach the cache: a paged cache (continuous batching) reads its write indices there.
                 key, value = cache.update(key, value, self.layer_idx, kwargs=kwargs)
+        if pooled is not None:  # keys and values of every token, queries of the pooled ones
+            query, attention_mask = pooled.queries(query), pooled.mask_rows(attention_mask)
 
         attention_function: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
@@ -354,7 +390,7 @@ class ScratchformerAttention(nn.Module):
             **kwargs,
         )
         output = merge_heads(output)
-        if tokens is not None:
+        if tokens is not None and pooled is None:
             output = tokens.select(output)
         return self.o_proj(output), weights
 
@@ -438,15 +474,20 @@ class ScratchformerBlock(GradientCheckpointingLayer):
         cache: Cache | None = None,
         encoder_hidden_states: torch.Tensor | None = None,
         encoder_attention_mask: torch.Tensor | None = None,
+        pooled: PooledTokens | None = None,
         **kwargs,
     ) -> torch.Tensor:
+        """`pooled`: compute only these tokens' outputs ([B, 1, H]), from keys and values of all tokens."""
         attended, _ = self.attention(
             self.attention_residual.sublayer_input(hidden_states),
             attention_mask=attention_mask,
             position_embeddings=position_embeddings,
             cache=cache,
+            pooled=pooled,
             **kwargs,
         )
+        if pooled is not None:
+            hidden_states = pooled.select(hidden_states)
         hidden_states = self.attention_residual.add(hidden_states, attended)
         if self.cross_attention is not None:
             attended, _ = self.cross_attention(
@@ -577,11 +618,17 @@ class ScratchformerModel(ScratchformerPreTrainedModel):
         use_cache: bool | None = None,
         encoder_hidden_states: torch.Tensor | None = None,
         encoder_attention_mask: torch.Tensor | None = None,
+        output_positions: torch.LongTensor | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPast:
-        """`encoder_hidden_states` / `encoder_attention_mask`: the source, for a decoder stack's cross-attention."""
+        """`encoder_hidden_states` / `encoder_attention_mask`: the source, for a decoder stack's cross-attention.
+        `output_positions` ([B], bidirectional stacks): return only the token at this position of each row,
+        last_hidden_state [B, 1, H]; the last block then skips the rest (what first/last-token pooling reads)."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds")
+        if output_positions is not None and (self.is_causal or self.config._attn_implementation not in ("sdpa", "eager")):
+            raise ValueError("output_positions needs a bidirectional stack with the sdpa or eager attention backend "
+                             f"(this one: causal={self.is_causal}, {self.config._attn_implementation!r})")
         if not tracing():  # checks of values: eager only (export and compile trace shapes, not values)
             if input_ids is not None:
                 self._check_token_ids(input_ids)
@@ -647,18 +694,22 @@ class ScratchformerModel(ScratchformerPreTrainedModel):
 
         # Gradient checkpointing replays each block in backward: a cache there would be written twice.
         replayed = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
-        for block in self.layers:
+        pooled = None if output_positions is None else PooledTokens(output_positions, length, tokens)
+        for i, block in enumerate(self.layers):
             hidden_states = block(
                 hidden_states,
                 attention_mask=mask,
                 position_embeddings=rotary,
                 cache=None if replayed else cache,
                 tokens=tokens,
+                pooled=pooled if i == len(self.layers) - 1 else None,
                 **cross,
                 **kwargs,
             )
+        if pooled is not None and not self.layers:
+            hidden_states = pooled.select(hidden_states)
         hidden_states = self.final_norm(hidden_states)
-        if tokens is not None:
+        if tokens is not None and pooled is None:
             hidden_states = tokens.scatter(hidden_states)
         output_class = BaseModelOutputWithPastAndCrossAttentions if self.stack == "decoder" else BaseModelOutputWithPast
         return output_class(last_hidden_state=hidden_states, **cache_field(cache))
@@ -747,13 +798,17 @@ def pool(hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, how: 
         return (hidden_states * weights).sum(1) / weights.sum(1).clamp(min=1)
     if how == "max":
         return hidden_states.masked_fill(~keep.unsqueeze(-1), torch.finfo(hidden_states.dtype).min).amax(1)
-    # First or last real token: works with left or right padding alike.
+    index = pooled_positions(keep, how)
+    return hidden_states[torch.arange(hidden_states.shape[0], device=hidden_states.device), index]
+
+
+def pooled_positions(keep: torch.Tensor, how: str) -> torch.Tensor:
+    """[B] where each row's first (`cls`) or last real token sits in a [B, L] mask of real tokens: works with left
+    or right padding alike."""
     positions = torch.arange(keep.shape[1], device=keep.device).expand_as(keep)
     if how == "cls":
-        index = positions.masked_fill(~keep, keep.shape[1]).amin(1)
-    else:
-        index = positions.masked_fill(~keep, -1).amax(1)
-    return hidden_states[torch.arange(hidden_states.shape[0], device=hidden_states.device), index]
+        return positions.masked_fill(~keep, keep.shape[1]).amin(1)
+    return positions.masked_fill(~keep, -1).amax(1)
 
 
 class ScratchformerForCausalLM(ScratchformerPreTrainedModel, GenerationMixin):
@@ -981,15 +1036,20 @@ class ScratchformerForSequenceClassification(ScratchformerPreTrainedModel):
                 input_ids, attention_mask, self.config.max_position_embeddings, self.config.classifier_head_tokens,
                 self.config.pad_token_id,
             )
+        output_positions = self._pooled_positions(input_ids, inputs_embeds, attention_mask, kwargs)
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
             inputs_embeds=inputs_embeds,
             use_cache=False,
+            output_positions=output_positions,
             **kwargs,
         )
-        pooled = pool(outputs.last_hidden_state, attention_mask, self.config.classifier_pooling)
+        if output_positions is not None:
+            pooled = outputs.last_hidden_state[:, 0]
+        else:
+            pooled = pool(outputs.last_hidden_state, attention_mask, self.config.classifier_pooling)
         logits = self.classifier(self.dropout(pooled))
         if ngram_logits is not None:
             logits = logits + ngram_logits
@@ -999,6 +1059,24 @@ class ScratchformerForSequenceClassification(ScratchformerPreTrainedModel):
         return SequenceClassifierOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
+
+
+    def _pooled_positions(self, input_ids, inputs_embeds, attention_mask, kwargs) -> torch.Tensor | None:
+        """Where the first/last-token pooling reads each row, so the encoder's last block computes only there; None
+        when the pooling reads every token (mean, max), or the caller wants every token's states or weights."""
+        config = self.config
+        if (
+            config.classifier_pooling not in ("cls", "last")
+            or config.is_decoder
+            or config._attn_implementation not in ("sdpa", "eager")
+            or (attention_mask is not None and attention_mask.dim() != 2)
+            or kwargs.get("output_hidden_states", config.output_hidden_states)
+            or kwargs.get("output_attentions", config.output_attentions)
+        ):
+            return None
+        inputs = input_ids if input_ids is not None else inputs_embeds[..., 0]
+        keep = torch.ones_like(inputs, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+        return pooled_positions(keep, config.classifier_pooling)
 
 
 class ScratchformerMaskedLMHead(nn.Module):

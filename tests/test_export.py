@@ -83,13 +83,16 @@ def test_greedy_decoding_through_the_onnx_kv_cache_graphs_equals_generate(tmp_pa
     assert decoded.tolist() == generated.tolist()
 
 
-@pytest.mark.parametrize("head", [ScratchformerForSequenceClassification, ScratchformerForCausalLM,
-                                  ScratchformerForMaskedLM, ScratchformerModel])
-def test_compiled_training_forward_is_one_graph_equal_to_eager_without_recompiles(head):
+@pytest.mark.parametrize("head, settings", [
+    (ScratchformerForSequenceClassification, {}),
+    (ScratchformerForSequenceClassification, {"classifier_pooling": "cls"}),  # the last block computes one token
+    (ScratchformerForCausalLM, {}), (ScratchformerForMaskedLM, {}), (ScratchformerModel, {}),
+], ids=["classifier-mean", "classifier-cls", "causal-lm", "masked-lm", "model"])
+def test_compiled_training_forward_is_one_graph_equal_to_eager_without_recompiles(head, settings):
     """torch.compile(fullgraph=True, dynamic=True) (dynamo only: the 'eager' backend keeps the test fast) on padded
     batches of three lengths: no graph break, no recompile, the eager results on every real token."""
     torch.manual_seed(0)
-    model = head(tiny_config(num_labels=2, pad_token_id=0, hidden_dropout_prob=0.0)).train()
+    model = head(tiny_config(num_labels=2, pad_token_id=0, hidden_dropout_prob=0.0, **settings)).train()
     compiled = torch.compile(model, backend="eager", fullgraph=True, dynamic=True)
     torch._dynamo.reset()
     with torch._dynamo.config.patch(error_on_recompile=True):

@@ -142,6 +142,46 @@ def test_classifier_gives_the_same_logits_padded_or_alone(pooling):
     torch.testing.assert_close(alone, padded, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("pooling", ["cls", "last"])
+@pytest.mark.parametrize("backend", ["sdpa", "eager"])
+@pytest.mark.parametrize("unpad", [True, False])
+def test_first_or_last_token_pooling_runs_the_last_block_on_that_token_alone_with_the_same_results(pooling, backend, unpad):
+    torch.manual_seed(0)
+    config = tiny_config(classifier_pooling=pooling, num_hidden_layers=3, unpad_inputs=unpad, pad_token_id=0)
+    model = ScratchformerForSequenceClassification(config).eval()
+    model.set_attn_implementation(backend)
+    input_ids, attention_mask = batch_with_padding()  # right and left padding
+    labels = torch.tensor([0, 1, 1])
+    last_mlp_inputs = []
+    model.model.layers[-1].mlp.register_forward_hook(lambda module, args, out: last_mlp_inputs.append(args[0].shape))
+
+    def results(logits):
+        loss = torch.nn.functional.cross_entropy(logits, labels)
+        model.zero_grad()
+        loss.backward()
+        return logits, {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+    got = results(model(input_ids, attention_mask=attention_mask).logits)
+    assert last_mlp_inputs == [(3, 1, 32)]  # one token per row: the one the pooling reads
+    states = model.model(input_ids, attention_mask=attention_mask).last_hidden_state  # every token, then pool
+    expected = results(model.classifier(pool(states, attention_mask, pooling)))
+    assert last_mlp_inputs[-1] != (3, 1, 32)
+    torch.testing.assert_close(got[0], expected[0], atol=1e-5, rtol=1e-4)
+    assert got[1].keys() == expected[1].keys()
+    for name in got[1]:
+        torch.testing.assert_close(got[1][name], expected[1][name], atol=1e-5, rtol=1e-4, msg=name)
+    # Asking for every layer's states (or weights) keeps the whole last block.
+    last_mlp_inputs.clear()
+    model(input_ids, attention_mask=attention_mask, output_hidden_states=True)
+    assert last_mlp_inputs[0][:2] != (3, 1)
+
+
+def test_output_positions_is_refused_where_one_query_cannot_stand_for_its_row():
+    model = ScratchformerModel(tiny_config(is_decoder=True))
+    with pytest.raises(ValueError, match="output_positions needs a bidirectional stack"):
+        model(torch.randint(5, 400, (2, 6)), output_positions=torch.tensor([0, 0]))
+
+
 @pytest.mark.parametrize(
     "num_labels, problem_type, labels",
     [
