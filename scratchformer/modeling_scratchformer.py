@@ -46,7 +46,7 @@ from transformers.utils import can_return_tuple
 from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
-from .compat import accepts_either_cache_name, cache_field, cache_of, loss_in_own_graph
+from .compat import accepts_either_cache_name, cache_field, cache_of, loss_in_own_graph, output_layer_logits
 from .configuration_scratchformer import ScratchformerConfig
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -849,7 +849,7 @@ class ScratchformerForCausalLM(ScratchformerPreTrainedModel, GenerationMixin):
             use_cache=use_cache,
             **kwargs,
         )
-        logits = self.lm_head(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))
+        logits = output_layer_logits(self.lm_head, slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))
         loss = None
         if labels is not None:
             loss_in_own_graph(logits)
@@ -1247,7 +1247,7 @@ class ScratchformerForConditionalGeneration(ScratchformerPreTrainedModel, Genera
             use_cache=use_cache,
             **kwargs,
         )
-        logits = self.lm_head(slice_logits_to_keep(decoder_outputs.last_hidden_state, logits_to_keep))
+        logits = output_layer_logits(self.lm_head, slice_logits_to_keep(decoder_outputs.last_hidden_state, logits_to_keep))
         loss = None
         if labels is not None:
             loss_in_own_graph(logits)

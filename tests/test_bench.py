@@ -7,6 +7,7 @@ import math
 import subprocess
 import sys
 
+import pytest
 import torch
 from conftest import REPO_ROOT
 
@@ -140,6 +141,19 @@ def test_attention_microbenchmark_times_both_attentions_in_both_thread_settings(
         for row in results[setting]:
             for key in ("sdpa_forward_us", "eager_forward_us", "sdpa_train_us", "eager_train_us"):
                 assert math.isfinite(row[key]) and row[key] > 0, f"{setting}.{key}"
+
+
+def test_output_layer_microbenchmark_times_both_layouts(tmp_path):
+    from bench import output_layer_cpu
+
+    out = tmp_path / "output_layer.json"
+    assert output_layer_cpu.main(["--rows", "1,8", "--hidden", "16", "--vocab", "64", "--repeats", "1",
+                                  "--json", str(out)]) == 0
+    results = json.loads(out.read_text())["results"]
+    assert [(row["hidden"], row["rows"]) for row in results] == [(16, 1), (16, 8)]
+    for row in results:
+        assert row["linear"] > 0 and row["weight_first"] > 0
+        assert row["speedup"] == pytest.approx(row["linear"] / row["weight_first"])
 
 
 def test_ngram_screen_ranks_settings_on_held_out_train_folds(tmp_path, fake_aclimdb, tokenizer):

@@ -182,6 +182,42 @@ def test_output_positions_is_refused_where_one_query_cannot_stand_for_its_row():
         model(torch.randint(5, 400, (2, 6)), output_positions=torch.tensor([0, 0]))
 
 
+def test_inference_logits_take_the_weight_first_matmul_and_equal_the_output_layers():
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class RecordMatmuls(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func in (torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten.linear.default):
+                self.shapes.append((str(func.overloadpacket), tuple(args[0].shape)))
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(0)
+    model = ScratchformerForCausalLM(tiny_config()).eval()
+    ids = torch.randint(5, 400, (3, 5))
+    with torch.no_grad():
+        hidden = model.model(ids).last_hidden_state
+        expected = torch.nn.functional.linear(hidden, model.lm_head.weight)
+        for logits_to_keep in (1, 0):  # a decoding step's rows, and every position
+            recorder = RecordMatmuls()
+            recorder.shapes = []
+            with recorder:
+                logits = model(ids, logits_to_keep=logits_to_keep).logits
+            assert recorder.shapes[-1] == ("aten.mm", (400, 32))  # W @ h^T: the vocabulary matrix first
+            torch.testing.assert_close(logits, expected[:, -logits_to_keep:], atol=1e-5, rtol=1e-5)
+        # A hook on the output layer (PEFT, offloading, a user's) still runs: the layer is called as a module.
+        seen = []
+        handle = model.lm_head.register_forward_hook(lambda module, args, out: seen.append(out.shape))
+        torch.testing.assert_close(model(ids).logits, expected, atol=1e-5, rtol=1e-5)
+        handle.remove()
+        assert seen == [(3, 5, 400)]
+    # Training keeps nn.Linear (its backward was measured with that layout) and the same gradients flow.
+    recorder = RecordMatmuls()
+    recorder.shapes = []
+    with recorder:
+        model(ids).logits.sum().backward()
+    assert ("aten.mm", (400, 32)) not in recorder.shapes
+
+
 @pytest.mark.parametrize(
     "num_labels, problem_type, labels",
     [

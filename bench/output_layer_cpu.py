@@ -1,0 +1,69 @@
+"""The output layer's matmul in its two layouts on CPU: h @ W^T (nn.Linear) against (W @ h^T)^T, same products.
+
+Usage: python -m bench.output_layer_cpu [--rows 1,4,8,16,32,64,256,1024] [--hidden 128,256] [--vocab 16000]
+                                       [--repeats 5] [--json PATH]
+
+h is [rows, hidden] (a decoding step has one row per sequence), W is the [vocab, hidden] tied embedding table. Each
+layout runs `repeats` rounds of timed calls, alternating; the median round is reported, forward only (no
+gradients: what scratchformer.compat.output_layer_logits changes).
+"""
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+
+def ms_per_call(fn, calls: int) -> float:
+    """Milliseconds per call over `calls` calls, after 3 warm-up calls."""
+    for _ in range(3):
+        fn()
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - start) / calls * 1e3
+
+
+def compare(rows: int, hidden: int, vocab: int, repeats: int) -> dict:
+    """Median ms per call of both layouts, measured in alternating rounds, and their ratio (linear / weight first)."""
+    weight, h = torch.randn(vocab, hidden), torch.randn(rows, hidden)
+    layouts = {
+        "linear": lambda: torch.nn.functional.linear(h, weight),
+        "weight_first": lambda: torch.mm(weight, h.t()).t(),
+    }
+    calls = max(3, int(2e9 / (2 * rows * hidden * vocab)))  # about 2 GFLOP of work per round
+    rounds = {name: [] for name in layouts}
+    for _ in range(repeats):
+        for name, fn in layouts.items():
+            rounds[name].append(ms_per_call(fn, calls))
+    result = {name: statistics.median(times) for name, times in rounds.items()}
+    result["speedup"] = result["linear"] / result["weight_first"]
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", default="1,4,8,16,32,64,256,1024")
+    parser.add_argument("--hidden", default="128,256")
+    parser.add_argument("--vocab", type=int, default=16000)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    results = []
+    print(f"{'hidden':>6} {'rows':>5} {'linear ms':>10} {'W-first ms':>11} {'speedup':>8}")
+    for hidden in map(int, args.hidden.split(",")):
+        for rows in map(int, args.rows.split(",")):
+            r = compare(rows, hidden, args.vocab, args.repeats)
+            results.append({"hidden": hidden, "rows": rows, **r})
+            print(f"{hidden:6d} {rows:5d} {r['linear']:10.3f} {r['weight_first']:11.3f} {r['speedup']:8.2f}", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps({"vocab": args.vocab, "threads": torch.get_num_threads(), "results": results},
+                                        indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
