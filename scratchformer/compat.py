@@ -85,8 +85,8 @@ def loss_in_own_graph(logits: torch.Tensor) -> None:
 #
 # The output layer maps hidden states h [rows, d] to the vocabulary through W [V, d]. nn.Linear computes h @ W^T; on
 # CPU, BLAS computes the same products as (W @ h^T)^T 1.5-4x faster for 4-64 rows, as in a batched decoding step,
-# and 1.1x faster for 256-1024 rows (scoring); one row gains nothing (`python -m bench.output_layer_cpu`,
-# bench/NOTES.md "The output layer's matmul layout"). Training keeps nn.Linear and its measured backward.
+# and 1.1x faster for 256-1024 rows (`python -m bench.output_layer_cpu`, bench/NOTES.md "The output layer's matmul
+# layout"). Training keeps nn.Linear and its measured backward.
 
 
 def output_layer_logits(output_layer: torch.nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -106,6 +106,8 @@ def output_layer_logits(output_layer: torch.nn.Module, hidden_states: torch.Tens
     ):
         return output_layer(hidden_states)
     rows = hidden_states.reshape(-1, hidden_states.shape[-1])
-    if rows.shape[0] == 1 and not torch.compiler.is_exporting():  # one row: no faster (0.92-1.01x), keep the module
+    # One row gains nothing (0.92-1.01x) and 4,096 or more lose (0.94x): those keep the module. (An export keeps
+    # its batch symbolic: no branch on it.)
+    if not torch.compiler.is_exporting() and not 2 <= rows.shape[0] <= 1024:
         return output_layer(hidden_states)
     return torch.mm(weight, rows.t()).t().reshape(*hidden_states.shape[:-1], weight.shape[0])
