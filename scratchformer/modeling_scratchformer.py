@@ -1060,7 +1060,6 @@ class ScratchformerForSequenceClassification(ScratchformerPreTrainedModel):
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
 
-
     def _pooled_positions(self, input_ids, inputs_embeds, attention_mask, kwargs) -> torch.Tensor | None:
         """Where the first/last-token pooling reads each row, so the encoder's last block computes only there; None
         when the pooling reads every token (mean, max), or the caller wants every token's states or weights."""
