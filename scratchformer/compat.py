@@ -89,25 +89,29 @@ def loss_in_own_graph(logits: torch.Tensor) -> None:
 # layout"). Training keeps nn.Linear and its measured backward.
 
 
+def is_plain_cpu_linear(module: torch.nn.Module) -> bool:
+    """Whether a module is a bias-free nn.Linear on CPU that nothing hooks into (PEFT, accelerate's offloading,
+    DeepSpeed, FSDP or a user's hook): only then may its weight be used without calling the module."""
+    return (
+        type(module) is torch.nn.Linear
+        and module.bias is None
+        and module.weight.device.type == "cpu"
+        and not module._forward_hooks
+        and not module._forward_pre_hooks
+        and not torch.nn.modules.module._global_forward_hooks
+        and not torch.nn.modules.module._global_forward_pre_hooks
+        and not hasattr(module, "_hf_hook")
+    )
+
+
 def output_layer_logits(output_layer: torch.nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
     """The output layer applied to hidden_states [..., d]; without gradients on CPU, as (W @ h^T)^T. An output layer
     that is not a plain bias-free nn.Linear, or has hooks (PEFT, offloading, a user's hook), is called as a module."""
-    weight = getattr(output_layer, "weight", None)
-    if (
-        torch.is_grad_enabled()
-        or type(output_layer) is not torch.nn.Linear
-        or output_layer.bias is not None
-        or weight.device.type != "cpu"
-        or output_layer._forward_hooks
-        or output_layer._forward_pre_hooks
-        or torch.nn.modules.module._global_forward_hooks
-        or torch.nn.modules.module._global_forward_pre_hooks
-        or hasattr(output_layer, "_hf_hook")
-    ):
+    if torch.is_grad_enabled() or not is_plain_cpu_linear(output_layer):
         return output_layer(hidden_states)
     # One row gains nothing (0.92-1.01x) and 4,096 or more lose (0.94x): those keep the module. (An export keeps
     # its batch symbolic: no branch on it.) Counted before reshaping, which copies a sliced (logits_to_keep) input.
     if not torch.compiler.is_exporting() and not 2 <= hidden_states.shape[:-1].numel() <= 1024:
         return output_layer(hidden_states)
-    rows = hidden_states.reshape(-1, hidden_states.shape[-1])
+    rows, weight = hidden_states.reshape(-1, hidden_states.shape[-1]), output_layer.weight
     return torch.mm(weight, rows.t()).t().reshape(*hidden_states.shape[:-1], weight.shape[0])

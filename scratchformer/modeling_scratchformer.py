@@ -48,6 +48,7 @@ from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .compat import accepts_either_cache_name, cache_field, cache_of, loss_in_own_graph, output_layer_logits
 from .configuration_scratchformer import ScratchformerConfig
+from .linear_cross_entropy import fused_loss_applies, linear_cross_entropy
 
 # ----------------------------------------------------------------------------------------------------------------
 # Positions
@@ -811,6 +812,29 @@ def pooled_positions(keep: torch.Tensor, how: str) -> torch.Tensor:
     return positions.masked_fill(~keep, -1).amax(1)
 
 
+def vocabulary_logits_and_loss(
+    model: PreTrainedModel, hidden_states: torch.Tensor, labels: torch.Tensor | None, next_token_labels: bool, **kwargs
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Logits over the vocabulary (`model.lm_head`) and, given labels, their cross-entropy (`model.loss_function`).
+    Training on CPU computes both in one chunked pass (linear_cross_entropy.py): the same values, ~1.3x faster.
+    `next_token_labels`: the labels are the inputs themselves, so position t is scored on label t + 1."""
+    if labels is not None and labels.shape == hidden_states.shape[:-1] and fused_loss_applies(model.lm_head, hidden_states):
+        ignore_index = kwargs.get("ignore_index", -100)
+        targets = kwargs.get("shift_labels")
+        if targets is None:  # as transformers' ForCausalLMLoss: tokens < n predict n, the last predicts nothing
+            targets = nn.functional.pad(labels, (0, 1), value=ignore_index)[..., 1:] if next_token_labels else labels
+        loss, logits = linear_cross_entropy(
+            hidden_states, model.lm_head, targets, ignore_index, kwargs.get("num_items_in_batch")
+        )
+        return logits, loss
+    logits = output_layer_logits(model.lm_head, hidden_states)
+    loss = None
+    if labels is not None:
+        loss_in_own_graph(logits)
+        loss = model.loss_function(logits=logits, labels=labels, vocab_size=model.config.vocab_size, **kwargs)
+    return logits, loss
+
+
 class ScratchformerForCausalLM(ScratchformerPreTrainedModel, GenerationMixin):
     """Decoder-only language model (GPT style): causal attention, next-token logits through the tied embeddings."""
 
@@ -849,11 +873,8 @@ class ScratchformerForCausalLM(ScratchformerPreTrainedModel, GenerationMixin):
             use_cache=use_cache,
             **kwargs,
         )
-        logits = output_layer_logits(self.lm_head, slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))
-        loss = None
-        if labels is not None:
-            loss_in_own_graph(logits)
-            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
+        hidden_states = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
+        logits, loss = vocabulary_logits_and_loss(self, hidden_states, labels, next_token_labels=True, **kwargs)
         return CausalLMOutputWithPast(
             loss=loss,
             logits=logits,
@@ -1246,11 +1267,8 @@ class ScratchformerForConditionalGeneration(ScratchformerPreTrainedModel, Genera
             use_cache=use_cache,
             **kwargs,
         )
-        logits = output_layer_logits(self.lm_head, slice_logits_to_keep(decoder_outputs.last_hidden_state, logits_to_keep))
-        loss = None
-        if labels is not None:
-            loss_in_own_graph(logits)
-            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
+        hidden_states = slice_logits_to_keep(decoder_outputs.last_hidden_state, logits_to_keep)
+        logits, loss = vocabulary_logits_and_loss(self, hidden_states, labels, next_token_labels=False, **kwargs)
         return Seq2SeqLMOutput(
             loss=loss,
             logits=logits,

@@ -1,0 +1,97 @@
+"""The output layer and its cross-entropy in one pass over row chunks, for training on CPU.
+
+The plain way, logits = h @ W^T then cross_entropy(logits, labels), walks the [rows, vocab] logits five times:
+written by the matmul, read and rewritten by log_softmax, then again by the backward of the loss and of log_softmax.
+At the `cpu-small` LM size that is a 262 MB tensor each time, and the output layer plus its loss were ~85 % of a
+training step (bench/NOTES.md). Here each chunk of rows computes its logits, its loss and the loss's gradient while
+the chunk is still in cache, and the gradients of h and W are ready when the forward ends. The same logits are
+still returned, and a gradient that reaches them (a distillation term, say) is added in the backward.
+`python -m bench.linear_cross_entropy` measures it against the plain way (bench/NOTES.md).
+"""
+
+import torch
+
+from .compat import is_plain_cpu_linear
+
+CHUNK_ELEMENTS = 1 << 22  # logits per chunk (16 MB in fp32; 262 rows of a 16k vocabulary): measured best 256-512 rows
+
+
+class LinearCrossEntropy(torch.autograd.Function):
+    """(loss, logits) for hidden [N, d], weight [V, d] and labels [N]; the gradients are computed in the forward."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, labels, ignore_index, num_items_in_batch):
+        ctx.set_materialize_grads(False)  # unused logits get no zero-filled gradient
+        real = labels != ignore_index
+        denominator = real.sum() if num_items_in_batch is None else torch.as_tensor(num_items_in_batch)
+        # Per row, 1/denominator for real tokens and 0 for ignored ones: d(mean loss)/d(row's loss).
+        row_weight = real.to(torch.float32) / denominator.to(device=hidden.device, dtype=torch.float32)
+        targets = labels.masked_fill(~real, 0)
+        logits = hidden.new_empty(hidden.shape[0], weight.shape[0])
+        hidden_grad = torch.empty_like(hidden)
+        weight_grad = torch.zeros_like(weight, dtype=torch.float32)
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        step = max(1, CHUNK_ELEMENTS // weight.shape[0])
+        for start in range(0, hidden.shape[0], step):
+            rows = slice(start, start + step)
+            chunk = torch.mm(hidden[rows], weight.t(), out=logits[rows]).float()  # the loss in fp32, as transformers'
+            log_normaliser = torch.logsumexp(chunk, dim=-1, keepdim=True)
+            target_logits = chunk.gather(1, targets[rows, None])
+            total += ((log_normaliser - target_logits).squeeze(1) * row_weight[rows]).sum()
+            # d loss / d logits = (softmax - one_hot(target)) * row weight, in a new tensor: `chunk` is the logits' own.
+            chunk_grad = torch.sub(chunk, log_normaliser).exp_()
+            chunk_grad.scatter_add_(1, targets[rows, None], torch.full_like(target_logits, -1.0))
+            chunk_grad.mul_(row_weight[rows, None])
+            chunk_grad = chunk_grad.to(hidden.dtype)
+            hidden_grad[rows] = chunk_grad @ weight
+            weight_grad.addmm_(chunk_grad.t().float(), hidden[rows].float())
+        ctx.save_for_backward(hidden, weight, hidden_grad, weight_grad.to(weight.dtype))
+        return total, logits
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, loss_grad, logits_grad):
+        hidden, weight, hidden_grad, weight_grad = ctx.saved_tensors
+        hidden_grad = hidden_grad * loss_grad if loss_grad is not None else torch.zeros_like(hidden)
+        weight_grad = weight_grad * loss_grad if loss_grad is not None else torch.zeros_like(weight)
+        if logits_grad is not None:  # the logits were used beyond the loss
+            hidden_grad = hidden_grad + logits_grad @ weight
+            weight_grad = weight_grad + logits_grad.t() @ hidden
+        return hidden_grad, weight_grad, None, None, None
+
+
+def fused_loss_applies(output_layer: torch.nn.Module, hidden_states: torch.Tensor) -> bool:
+    """Whether a training forward may compute the loss with `linear_cross_entropy`: gradients are wanted, the output
+    layer is a plain CPU nn.Linear (see compat.is_plain_cpu_linear), and no trace needs one graph (fullgraph, export)."""
+    if not (torch.is_grad_enabled() and hidden_states.requires_grad and is_plain_cpu_linear(output_layer)):
+        return False
+    if torch.is_autocast_enabled("cpu"):  # autocast refuses the matmuls' out=; it keeps the plain path
+        return False
+    if torch.compiler.is_compiling():  # a graph break lets it run eagerly, after the compiled blocks
+        from .compat import _graph_breaks_are_errors
+
+        return not torch.compiler.is_exporting() and not _graph_breaks_are_errors()
+    return True
+
+
+@torch.compiler.disable(reason="the loss in its own graph: chunked output layer and cross-entropy run eagerly")
+def linear_cross_entropy(
+    hidden_states: torch.Tensor,
+    output_layer: torch.nn.Linear,
+    labels: torch.Tensor,
+    ignore_index: int = -100,
+    num_items_in_batch: torch.Tensor | int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, logits) equal to cross_entropy(output_layer(hidden_states), labels) as transformers computes it: the mean
+    over tokens whose label is not `ignore_index`, or their sum over `num_items_in_batch` (gradient accumulation).
+    `labels` line up with hidden_states [..., d] (a causal LM shifts them first)."""
+    vocab_size = output_layer.weight.shape[0]
+    real = labels[labels != ignore_index]
+    if real.numel() and (real.min() < 0 or real.max() >= vocab_size):
+        bad = real[(real < 0) | (real >= vocab_size)][0].item()
+        raise ValueError(f"labels contains {bad}, outside the vocabulary [0, {vocab_size}) (use {ignore_index} to ignore)")
+    loss, logits = LinearCrossEntropy.apply(
+        hidden_states.reshape(-1, hidden_states.shape[-1]), output_layer.weight, labels.reshape(-1).to(hidden_states.device),
+        ignore_index, num_items_in_batch,
+    )
+    return loss, logits.view(*hidden_states.shape[:-1], vocab_size)
