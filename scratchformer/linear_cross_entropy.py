@@ -35,14 +35,19 @@ class LinearCrossEntropy(torch.autograd.Function):
         for start in range(0, hidden.shape[0], step):
             rows = slice(start, start + step)
             chunk = torch.mm(hidden[rows], weight.t(), out=logits[rows]).float()  # the loss in fp32, as transformers'
-            log_normaliser = torch.logsumexp(chunk, dim=-1, keepdim=True)
-            target_logits = chunk.gather(1, targets[rows, None])
-            total += ((log_normaliser - target_logits).squeeze(1) * row_weight[rows]).sum()
-            # d loss / d logits = (softmax - one_hot(target)) * row weight, in a new tensor: `chunk` is the logits' own.
-            chunk_grad = torch.sub(chunk, log_normaliser).exp_()
-            chunk_grad.scatter_add_(1, targets[rows, None], torch.full_like(target_logits, -1.0))
-            chunk_grad.mul_(row_weight[rows, None])
-            chunk_grad = chunk_grad.to(hidden.dtype)
+            chunk_targets, chunk_weight = targets[rows, None], row_weight[rows, None]
+            # One softmax kernel gives both: the loss -log p(target), and d loss / d logits = softmax - one_hot(target)
+            # (times the row weight). 3-4x faster than log_softmax's passes (bench/NOTES.md).
+            probabilities = torch.softmax(chunk, dim=-1)
+            target_probabilities = probabilities.gather(1, chunk_targets)
+            row_losses = -target_probabilities.log()
+            underflow = target_probabilities < 1e-30  # too small for fp32's log to be exact: those rows the long way
+            if underflow.any():
+                where = underflow.squeeze(1)
+                row_losses[where] = (torch.logsumexp(chunk[where], -1, keepdim=True) - chunk[where].gather(
+                    1, chunk_targets[where]))
+            total += (row_losses * chunk_weight).sum()
+            chunk_grad = probabilities.mul_(chunk_weight).scatter_add_(1, chunk_targets, -chunk_weight).to(hidden.dtype)
             hidden_grad[rows] = chunk_grad @ weight
             weight_grad.addmm_(chunk_grad.t().float(), hidden[rows].float())
         ctx.save_for_backward(hidden, weight, hidden_grad, weight_grad.to(weight.dtype))

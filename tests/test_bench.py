@@ -156,6 +156,22 @@ def test_output_layer_microbenchmark_times_both_layouts(tmp_path):
         assert row["speedup"] == pytest.approx(row["linear"] / row["weight_first"])
 
 
+def test_linear_cross_entropy_microbenchmark_times_both_ways_and_restores_the_chunk_size(tmp_path):
+    from bench import linear_cross_entropy as bench_lce
+
+    import scratchformer.linear_cross_entropy as chunked
+
+    default = chunked.CHUNK_ELEMENTS
+    out = tmp_path / "lce.json"
+    assert bench_lce.main(["--rows", "64", "--hidden", "16", "--vocab", "50", "--chunk-rows", "8,64", "--pairs", "1",
+                           "--json", str(out)]) == 0
+    results = json.loads(out.read_text())["results"]
+    assert [(row["hidden"], row["chunk_rows"]) for row in results] == [(16, 8), (16, 64)]
+    for row in results:
+        assert row["plain_ms"] > 0 and row["chunked_ms"] > 0 and row["speedup"] > 0
+    assert chunked.CHUNK_ELEMENTS == default
+
+
 def test_ngram_screen_ranks_settings_on_held_out_train_folds(tmp_path, fake_aclimdb, tokenizer):
     from bench import ngram_screen
 

@@ -54,6 +54,20 @@ def test_the_chunked_training_loss_equals_the_plain_loss_logits_and_gradients(he
     torch.testing.assert_close(got, expected)
 
 
+def test_confidently_wrong_rows_keep_the_exact_loss(monkeypatch):
+    """Logits hundreds apart: a target's probability underflows fp32 (the softmax-based loss would be inf); those rows
+    take logsumexp instead, and the loss and gradients still equal the plain path's."""
+    torch.manual_seed(0)
+    model = ScratchformerForCausalLM(tiny_config(pad_token_id=0, hidden_dropout_prob=0.0)).train()
+    with torch.no_grad():
+        model.lm_head.weight.mul_(1000)
+    inputs, real = padded_inputs(ScratchformerForCausalLM)
+    expected = loss_logits_and_gradients(model, inputs, real, False, monkeypatch)
+    got = loss_logits_and_gradients(model, inputs, real, True, monkeypatch)
+    assert expected[0] > 200  # some targets really are that improbable
+    torch.testing.assert_close(got, expected)
+
+
 def test_shift_labels_are_used_as_given(monkeypatch):
     """transformers' `shift_labels` (labels already aligned with the positions, e.g. from a packing collator) are
     scored as they are, as its ForCausalLMLoss does."""
