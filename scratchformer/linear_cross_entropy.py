@@ -29,7 +29,8 @@ class LinearCrossEntropy(torch.autograd.Function):
         targets = labels.masked_fill(~real, 0)
         logits = hidden.new_empty(hidden.shape[0], weight.shape[0])
         hidden_grad = torch.empty_like(hidden)
-        weight_grad = torch.zeros_like(weight, dtype=torch.float32)
+        # A frozen output layer (PEFT's LoRA freezes the tied embeddings) skips a third of the matmuls, as autograd would.
+        weight_grad = torch.zeros_like(weight, dtype=torch.float32) if ctx.needs_input_grad[1] else None
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         step = max(1, CHUNK_ELEMENTS // weight.shape[0])
         for start in range(0, hidden.shape[0], step):
@@ -49,8 +50,9 @@ class LinearCrossEntropy(torch.autograd.Function):
             total += (row_losses * chunk_weight).sum()
             chunk_grad = probabilities.mul_(chunk_weight).scatter_add_(1, chunk_targets, -chunk_weight).to(hidden.dtype)
             hidden_grad[rows] = chunk_grad @ weight
-            weight_grad.addmm_(chunk_grad.t().float(), hidden[rows].float())
-        ctx.save_for_backward(hidden, weight, hidden_grad, weight_grad.to(weight.dtype))
+            if weight_grad is not None:
+                weight_grad.addmm_(chunk_grad.t().float(), hidden[rows].float())
+        ctx.save_for_backward(hidden, weight, hidden_grad, None if weight_grad is None else weight_grad.to(weight.dtype))
         return total, logits
 
     @staticmethod
@@ -58,10 +60,12 @@ class LinearCrossEntropy(torch.autograd.Function):
     def backward(ctx, loss_grad, logits_grad):
         hidden, weight, hidden_grad, weight_grad = ctx.saved_tensors
         hidden_grad = hidden_grad * loss_grad if loss_grad is not None else torch.zeros_like(hidden)
-        weight_grad = weight_grad * loss_grad if loss_grad is not None else torch.zeros_like(weight)
+        if weight_grad is not None:
+            weight_grad = weight_grad * loss_grad if loss_grad is not None else torch.zeros_like(weight)
         if logits_grad is not None:  # the logits were used beyond the loss
             hidden_grad = hidden_grad + logits_grad @ weight
-            weight_grad = weight_grad + logits_grad.t() @ hidden
+            if weight_grad is not None:
+                weight_grad = weight_grad + logits_grad.t() @ hidden
         return hidden_grad, weight_grad, None, None, None
 
 

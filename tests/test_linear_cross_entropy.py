@@ -68,6 +68,19 @@ def test_confidently_wrong_rows_keep_the_exact_loss(monkeypatch):
     torch.testing.assert_close(got, expected)
 
 
+@pytest.mark.parametrize("logits_term", [False, True], ids=["loss", "logits-used"])
+def test_a_frozen_output_layer_gets_no_gradient_and_the_rest_the_plain_ones(logits_term, monkeypatch):
+    """Frozen tied embeddings (as PEFT's LoRA leaves them): no gradient for them, the plain path's for the rest."""
+    torch.manual_seed(0)
+    model = ScratchformerForCausalLM(tiny_config(pad_token_id=0, hidden_dropout_prob=0.0)).train()
+    model.lm_head.weight.requires_grad_(False)
+    inputs, real = padded_inputs(ScratchformerForCausalLM)
+    expected = loss_logits_and_gradients(model, inputs, real, False, monkeypatch, logits_term)
+    got = loss_logits_and_gradients(model, inputs, real, True, monkeypatch, logits_term)
+    assert "lm_head.weight" not in got[2] and "model.embeddings.token_embeddings.weight" not in got[2]
+    torch.testing.assert_close(got, expected)
+
+
 def test_shift_labels_are_used_as_given(monkeypatch):
     """transformers' `shift_labels` (labels already aligned with the positions, e.g. from a packing collator) are
     scored as they are, as its ForCausalLMLoss does."""
