@@ -820,9 +820,9 @@ def vocabulary_logits_and_loss(
     `next_token_labels`: the labels are the inputs themselves, so position t is scored on label t + 1."""
     if labels is not None and labels.shape == hidden_states.shape[:-1] and fused_loss_applies(model.lm_head, hidden_states):
         ignore_index = kwargs.get("ignore_index", -100)
-        targets = kwargs.get("shift_labels")
-        if targets is None:  # as transformers' ForCausalLMLoss: tokens < n predict n, the last predicts nothing
-            targets = nn.functional.pad(labels, (0, 1), value=ignore_index)[..., 1:] if next_token_labels else labels
+        targets = kwargs.get("shift_labels") if next_token_labels else labels  # as transformers' ForCausalLMLoss
+        if targets is None:  # tokens < n predict n, the last predicts nothing
+            targets = nn.functional.pad(labels, (0, 1), value=ignore_index)[..., 1:]
         loss, logits = linear_cross_entropy(
             hidden_states, model.lm_head, targets, ignore_index, kwargs.get("num_items_in_batch")
         )
