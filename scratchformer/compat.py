@@ -69,15 +69,15 @@ def _graph_breaks_are_errors() -> bool:
         return True
 
 
+def tracing_may_break_the_graph() -> bool:
+    """Whether code is being traced by a torch.compile that allows graph breaks (not torch.export, not fullgraph)."""
+    return torch.compiler.is_compiling() and not torch.compiler.is_exporting() and not _graph_breaks_are_errors()
+
+
 def loss_in_own_graph(logits: torch.Tensor) -> None:
     """Under torch.compile, when the logits will be trained through, end the graph here: the loss that follows runs
     in a graph of its own. Eager, torch.export and fullgraph compiles are left as one graph."""
-    if (
-        torch.compiler.is_compiling()
-        and not torch.compiler.is_exporting()
-        and logits.requires_grad
-        and not _graph_breaks_are_errors()
-    ):
+    if logits.requires_grad and tracing_may_break_the_graph():
         torch._dynamo.graph_break("the loss in its own graph: the logits then get their real gradient, not zeros")
 
 

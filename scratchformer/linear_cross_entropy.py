@@ -11,7 +11,7 @@ still returned, and a gradient that reaches them (a distillation term, say) is a
 
 import torch
 
-from .compat import is_plain_cpu_linear
+from .compat import is_plain_cpu_linear, tracing_may_break_the_graph
 
 CHUNK_ELEMENTS = 1 << 22  # logits per chunk (16 MB in fp32; 262 rows of a 16k vocabulary): measured best 256-512 rows
 
@@ -45,8 +45,8 @@ class LinearCrossEntropy(torch.autograd.Function):
             underflow = target_probabilities < 1e-30  # too small for fp32's log to be exact: those rows the long way
             if underflow.any():
                 where = underflow.squeeze(1)
-                row_losses[where] = (torch.logsumexp(chunk[where], -1, keepdim=True) - chunk[where].gather(
-                    1, chunk_targets[where]))
+                tiny = chunk[where]
+                row_losses[where] = torch.logsumexp(tiny, -1, keepdim=True) - tiny.gather(1, chunk_targets[where])
             total += (row_losses * chunk_weight).sum()
             chunk_grad = probabilities.mul_(chunk_weight).scatter_add_(1, chunk_targets, -chunk_weight).to(hidden.dtype)
             hidden_grad[rows] = chunk_grad @ weight
@@ -76,11 +76,8 @@ def fused_loss_applies(output_layer: torch.nn.Module, hidden_states: torch.Tenso
         return False
     if torch.is_autocast_enabled("cpu"):  # autocast refuses the matmuls' out=; it keeps the plain path
         return False
-    if torch.compiler.is_compiling():  # a graph break lets it run eagerly, after the compiled blocks
-        from .compat import _graph_breaks_are_errors
-
-        return not torch.compiler.is_exporting() and not _graph_breaks_are_errors()
-    return True
+    # Traced, a graph break lets it run eagerly after the compiled blocks.
+    return not torch.compiler.is_compiling() or tracing_may_break_the_graph()
 
 
 @torch.compiler.disable(reason="the loss in its own graph: chunked output layer and cross-entropy run eagerly")
@@ -96,8 +93,9 @@ def linear_cross_entropy(
     `labels` line up with hidden_states [..., d] (a causal LM shifts them first)."""
     vocab_size = output_layer.weight.shape[0]
     real = labels[labels != ignore_index]
-    if real.numel() and (real.min() < 0 or real.max() >= vocab_size):
-        bad = real[(real < 0) | (real >= vocab_size)][0].item()
+    low, high = torch.aminmax(real) if real.numel() else (0, 0)
+    if low < 0 or high >= vocab_size:
+        bad = int(low) if low < 0 else int(high)
         raise ValueError(f"labels contains {bad}, outside the vocabulary [0, {vocab_size}) (use {ignore_index} to ignore)")
     loss, logits = LinearCrossEntropy.apply(
         hidden_states.reshape(-1, hidden_states.shape[-1]), output_layer.weight, labels.reshape(-1).to(hidden_states.device),
