@@ -105,13 +105,19 @@ def is_plain_cpu_linear(module: torch.nn.Module) -> bool:
 
 
 def output_layer_logits(output_layer: torch.nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
-    """The output layer applied to hidden_states [..., d]; without gradients on CPU, as (W @ h^T)^T. An output layer
-    that is not a plain bias-free nn.Linear, or has hooks (PEFT, offloading, a user's hook), is called as a module."""
+    """The output layer applied to hidden_states [..., d]; without gradients on CPU, as (W @ h^T)^T, or for one row
+    under torch.compile as a fused reduction. An output layer that is not a plain bias-free nn.Linear, or has hooks
+    (PEFT, offloading, a user's hook), is called as a module."""
     if torch.is_grad_enabled() or not is_plain_cpu_linear(output_layer):
         return output_layer(hidden_states)
-    # One row gains nothing (0.92-1.01x) and 4,096 or more lose (0.94x): those keep the module. (An export keeps
-    # its batch symbolic: no branch on it.) Counted before reshaping, which copies a sliced (logits_to_keep) input.
-    if not torch.compiler.is_exporting() and not 2 <= hidden_states.shape[:-1].numel() <= 1024:
+    # Rows are counted before reshaping, which copies a sliced (logits_to_keep) input. An export keeps its batch
+    # symbolic: no branch on it.
+    row_count = None if torch.compiler.is_exporting() else hidden_states.shape[:-1].numel()
+    if row_count == 1 and torch.compiler.is_compiling():
+        # A compiled batch-1 decoding step: products and a sum, which inductor fuses into one vectorised, threaded
+        # pass over W, 2-2.6x faster than BLAS's one-row matmul. (Eager, this would build a [V, d] tensor.)
+        return (hidden_states.unsqueeze(-2) * output_layer.weight).sum(-1)
+    if row_count is not None and not 2 <= row_count <= 1024:  # one row eager gains nothing, 4,096 or more lose
         return output_layer(hidden_states)
     rows, weight = hidden_states.reshape(-1, hidden_states.shape[-1]), output_layer.weight
     return torch.mm(weight, rows.t()).t().reshape(*hidden_states.shape[:-1], weight.shape[0])

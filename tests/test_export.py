@@ -142,17 +142,18 @@ def test_compiled_classifier_cuts_long_inputs_to_head_and_tail_as_eager_does(pad
                                        model(input_ids=ids, attention_mask=mask).logits)
 
 
+@pytest.mark.parametrize("batch", [2, 1], ids=["batch2", "batch1"])
 @pytest.mark.parametrize("settings", [{"do_sample": False}, {"do_sample": True, "top_p": 0.9}], ids=["greedy", "top_p"])
-def test_compiled_decoding_with_a_static_cache_equals_eager(settings):
+def test_compiled_decoding_with_a_static_cache_equals_eager(settings, batch):
     """generate(cache_implementation="static") with transformers' compiled decoding step (compile_config; on CPU it
     must be asked for; transformers compiles greedy and sampling steps, not beam search): fullgraph, so a graph break
-    in a decoding step fails; same tokens and scores as eager."""
+    in a decoding step fails; same tokens and scores as eager. Batch 1 takes the fused one-row output layer."""
     from transformers import CompileConfig
 
     torch.manual_seed(0)
     model = ScratchformerForCausalLM(tiny_config(is_decoder=True, position_embedding_type="rotary", pad_token_id=0,
                                                  max_position_embeddings=32)).eval()
-    ids = torch.randint(5, 400, (2, 6))
+    ids = torch.randint(5, 400, (batch, 6))
     common = dict(max_new_tokens=8, cache_implementation="static", return_dict_in_generate=True, output_scores=True,
                   pad_token_id=0, **settings)
     torch.manual_seed(1)

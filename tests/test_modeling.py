@@ -220,6 +220,31 @@ def test_inference_logits_take_the_weight_first_matmul_and_equal_the_output_laye
     assert ("aten.mm", (400, 32)) not in recorder.shapes
 
 
+def test_one_row_under_compile_takes_a_fused_reduction_that_equals_the_output_layer():
+    """A compiled batch-1 decoding step computes the output layer as products and a sum (no matmul in the graph, so
+    inductor fuses it); more rows keep the matmul. Both equal nn.Linear."""
+    from scratchformer.compat import output_layer_logits
+
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(32, 400, bias=False)
+    graphs = []
+
+    def record_graph(graph_module, example_inputs):
+        graphs.append({getattr(node.target, "__name__", node.target) for node in graph_module.graph.nodes
+                       if node.op in ("call_function", "call_method")})
+        return graph_module.forward
+
+    compiled = torch.compile(lambda h: output_layer_logits(layer, h), backend=record_graph, fullgraph=True)
+    with torch.no_grad():
+        for shape in ((1, 1, 32), (3, 1, 32)):
+            torch._dynamo.reset()
+            hidden = torch.randn(shape)
+            torch.testing.assert_close(compiled(hidden), layer(hidden), atol=1e-5, rtol=1e-5)
+        one_row, three_rows = graphs
+    assert {"mul", "sum"} <= one_row and not {"mm", "linear"} & one_row, one_row
+    assert "mm" in three_rows, three_rows
+
+
 @pytest.mark.parametrize(
     "num_labels, problem_type, labels",
     [
