@@ -1,11 +1,14 @@
-"""The output layer's matmul in its two layouts on CPU: h @ W^T (nn.Linear) against (W @ h^T)^T, same products.
+"""The output layer's matmul on CPU: h @ W^T (nn.Linear) against (W @ h^T)^T, same products, and against the
+compiled product-and-sum that a compiled batch-1 decoding step uses.
 
 Usage: python -m bench.output_layer_cpu [--rows 1,4,8,16,32,64,256,1024] [--hidden 128,256] [--vocab 16000]
                                        [--repeats 5] [--json PATH]
 
 h is [rows, hidden] (a decoding step has one row per sequence), W is the [vocab, hidden] tied embedding table. Each
 layout runs `repeats` rounds of timed calls, alternating; the median round is reported, forward only (no
-gradients: what scratchformer.compat.output_layer_logits changes).
+gradients: what scratchformer.compat.output_layer_logits changes). "compiled sum" is torch.compile (inductor) of
+(h[:, None, :] * W).sum(-1), timed with its call overhead (one compiled call, as in a decoding step's graph it is one
+kernel among others).
 """
 
 import argparse
@@ -30,17 +33,21 @@ def ms_per_call(fn, calls: int) -> float:
 def compare(rows: int, hidden: int, vocab: int, repeats: int) -> dict:
     """Median ms per call of both layouts, measured in alternating rounds, and their ratio (linear / weight first)."""
     weight, h = torch.randn(vocab, hidden), torch.randn(rows, hidden)
+    torch._dynamo.reset()  # each shape compiles afresh (not counted against the recompile limit)
+    product_sum = torch.compile(lambda h, w: (h.unsqueeze(-2) * w).sum(-1), dynamic=False)
     layouts = {
         "linear": lambda: torch.nn.functional.linear(h, weight),
         "weight_first": lambda: torch.mm(weight, h.t()).t(),
+        "compiled_sum": lambda: product_sum(h, weight),
     }
-    calls = max(3, int(2e9 / (2 * rows * hidden * vocab)))  # about 2 GFLOP of work per round
+    calls = min(2000, max(3, int(2e9 / (2 * rows * hidden * vocab))))  # about 2 GFLOP of work per round
     rounds = {name: [] for name in layouts}
     for _ in range(repeats):
         for name, fn in layouts.items():
             rounds[name].append(ms_per_call(fn, calls))
     result = {name: statistics.median(times) for name, times in rounds.items()}
     result["speedup"] = result["linear"] / result["weight_first"]
+    result["compiled_sum_speedup"] = result["linear"] / result["compiled_sum"]
     return result
 
 
@@ -53,12 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     results = []
-    print(f"{'hidden':>6} {'rows':>5} {'linear ms':>10} {'W-first ms':>11} {'speedup':>8}")
+    print(f"{'hidden':>6} {'rows':>5} {'linear ms':>10} {'W-first ms':>11} {'speedup':>8} {'sum ms':>8} {'speedup':>8}")
     for hidden in map(int, args.hidden.split(",")):
         for rows in map(int, args.rows.split(",")):
             r = compare(rows, hidden, args.vocab, args.repeats)
             results.append({"hidden": hidden, "rows": rows, **r})
-            print(f"{hidden:6d} {rows:5d} {r['linear']:10.3f} {r['weight_first']:11.3f} {r['speedup']:8.2f}", flush=True)
+            print(f"{hidden:6d} {rows:5d} {r['linear']:10.3f} {r['weight_first']:11.3f} {r['speedup']:8.2f}"
+                  f" {r['compiled_sum']:8.3f} {r['compiled_sum_speedup']:8.2f}", flush=True)
     if args.json:
         args.json.write_text(json.dumps({"vocab": args.vocab, "threads": torch.get_num_threads(), "results": results},
                                         indent=2))

@@ -221,8 +221,10 @@ class PooledTokens:
         self.positions = positions  # [B]
         self.unpadded = tokens is not None
         flat = torch.arange(positions.shape[0], device=positions.device) * length + positions
-        # Row of each pooled token in the [B*L] padded layout, or among the [N] real tokens of an unpadded batch.
-        self.rows = torch.searchsorted(tokens.indices, flat) if self.unpadded else flat
+        # Row of each pooled token in the [B*L] padded layout, or among the [N] real tokens of an unpadded batch
+        # (where a row of padding only, having none, reads a real token: finite, and its logits mean nothing).
+        self.rows = (torch.searchsorted(tokens.indices, flat).clamp(max=tokens.indices.shape[0] - 1)
+                     if self.unpadded else flat)
 
     def select(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """[B, L, H] (or [N, H] unpadded) -> [B, 1, H]: the pooled tokens' vectors."""
@@ -805,11 +807,13 @@ def pool(hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, how: 
 
 def pooled_positions(keep: torch.Tensor, how: str) -> torch.Tensor:
     """[B] where each row's first (`cls`) or last real token sits in a [B, L] mask of real tokens: works with left
-    or right padding alike."""
-    positions = torch.arange(keep.shape[1], device=keep.device).expand_as(keep)
+    or right padding alike. A row with no real token reads slot 0, as mean pooling gives such a row zeros: an
+    answer, not an index error (a check on the values would break a compiled graph)."""
+    length = keep.shape[1]
+    positions = torch.arange(length, device=keep.device).expand_as(keep)
     if how == "cls":
-        return positions.masked_fill(~keep, keep.shape[1]).amin(1)
-    return positions.masked_fill(~keep, -1).amax(1)
+        return positions.masked_fill(~keep, length).amin(1) % length
+    return positions.masked_fill(~keep, -1).amax(1).clamp(min=0)
 
 
 def vocabulary_logits_and_loss(

@@ -143,7 +143,7 @@ def test_attention_microbenchmark_times_both_attentions_in_both_thread_settings(
                 assert math.isfinite(row[key]) and row[key] > 0, f"{setting}.{key}"
 
 
-def test_output_layer_microbenchmark_times_both_layouts(tmp_path):
+def test_output_layer_microbenchmark_times_every_layout(tmp_path):
     from bench import output_layer_cpu
 
     out = tmp_path / "output_layer.json"
@@ -152,8 +152,9 @@ def test_output_layer_microbenchmark_times_both_layouts(tmp_path):
     results = json.loads(out.read_text())["results"]
     assert [(row["hidden"], row["rows"]) for row in results] == [(16, 1), (16, 8)]
     for row in results:
-        assert row["linear"] > 0 and row["weight_first"] > 0
+        assert row["linear"] > 0 and row["weight_first"] > 0 and row["compiled_sum"] > 0
         assert row["speedup"] == pytest.approx(row["linear"] / row["weight_first"])
+        assert row["compiled_sum_speedup"] == pytest.approx(row["linear"] / row["compiled_sum"])
 
 
 def test_linear_cross_entropy_microbenchmark_times_both_ways_and_restores_the_chunk_size(tmp_path):

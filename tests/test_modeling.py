@@ -142,6 +142,20 @@ def test_classifier_gives_the_same_logits_padded_or_alone(pooling):
     torch.testing.assert_close(alone, padded, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("pooling", ["mean", "max", "cls", "last"])
+@pytest.mark.parametrize("unpad", [True, False])
+def test_a_row_of_padding_only_gets_finite_logits_and_leaves_the_other_rows_alone(pooling, unpad):
+    torch.manual_seed(0)
+    model = ScratchformerForSequenceClassification(
+        tiny_config(classifier_pooling=pooling, unpad_inputs=unpad, pad_token_id=0)).eval()
+    input_ids, attention_mask = batch_with_padding()
+    expected = model(input_ids, attention_mask=attention_mask).logits
+    empty = torch.zeros_like(input_ids[:1])
+    logits = model(torch.cat([input_ids, empty]), attention_mask=torch.cat([attention_mask, empty])).logits
+    assert torch.isfinite(logits).all()
+    torch.testing.assert_close(logits[:-1], expected, atol=1e-5, rtol=1e-4)
+
+
 @pytest.mark.parametrize("pooling", ["cls", "last"])
 @pytest.mark.parametrize("backend", ["sdpa", "eager"])
 @pytest.mark.parametrize("unpad", [True, False])
