@@ -86,7 +86,8 @@ def loss_in_own_graph(logits: torch.Tensor) -> None:
 # The output layer maps hidden states h [rows, d] to the vocabulary through W [V, d]. nn.Linear computes h @ W^T; on
 # CPU, BLAS computes the same products as (W @ h^T)^T 1.5-4x faster for 4-64 rows, as in a batched decoding step,
 # and 1.1x faster for 256-1024 rows (`python -m bench.output_layer_cpu`, bench/NOTES.md "The output layer's matmul
-# layout"). A training forward with labels takes linear_cross_entropy.py's chunked pass instead.
+# layout"). One row under torch.compile (a batch-1 decoding step) is a product and a sum instead, which inductor
+# fuses. A training forward with labels takes linear_cross_entropy.py's chunked pass instead.
 
 
 def is_plain_cpu_linear(module: torch.nn.Module) -> bool:
