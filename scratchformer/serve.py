@@ -3,7 +3,7 @@
     python -m scratchformer.serve MODEL [--host 127.0.0.1] [--port 8000] [other `transformers serve` options]
 
 transformers' server loads a model with `getattr(transformers, config.architectures[0])`, which has no class for a
-model type outside the library, remote code or not (ModelManager._load_model, 5.23 and 5.24). This launcher gives
+model type outside the library, remote code or not (ModelManager._load_model, 5.23 to 5.25). This launcher gives
 that name to the matching Auto class, whose auto_map then loads our code (trust_remote_code), and starts the
 server unchanged.
 """
@@ -17,6 +17,10 @@ AUTO_CLASSES = {  # the architecture names a folder's config.json records, and t
     "ScratchformerForCausalLM": "AutoModelForCausalLM",
     "ScratchformerForConditionalGeneration": "AutoModelForSeq2SeqLM",
 }
+# At import, not in main(): from 5.25 the server loads the model in a spawned process, which imports this module
+# again (as __mp_main__) but does not run main().
+for _architecture, _auto_class in AUTO_CLASSES.items():
+    setattr(transformers, _architecture, getattr(transformers, _auto_class))
 
 
 def main(argv=None):
@@ -28,8 +32,6 @@ def main(argv=None):
     servable = [a for a in architectures if a in AUTO_CLASSES]
     if not servable:
         raise SystemExit(f"{model} is not a generating scratchformer model (architectures: {architectures})")
-    for architecture in servable:
-        setattr(transformers, architecture, getattr(transformers, AUTO_CLASSES[architecture]))
     from transformers.cli.transformers import app
 
     sys.argv = ["transformers", "serve", model, "--trust-remote-code", *argv[1:]]
