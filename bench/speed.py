@@ -9,7 +9,8 @@ Per size, every ratio is ours / theirs (higher is better, except peak memory whe
                    ScratchformerForSequenceClassification vs BertForSequenceClassification
     train_lm       the same for ScratchformerForCausalLM vs GPT2LMHeadModel
     mfu            model FLOP utilisation of both training runs, ours and theirs, against a fp32 matmul peak
-                   measured on this machine (best of several large square matmuls)
+                   measured on this machine (best of several large square matmuls) at the start and the end
+    mfu_paired     the same, each training sample paired with a peak sample taken next to it (ABBA order)
     decode_greedy  KV-cached greedy generate() tokens/s vs GPT-2, batch 1 and batch 8
     decode_beam4   4-beam generate() tokens/s vs GPT-2, batch 1 and batch 8
     peak_mem       peak memory of one training step (weights + AdamW state + step peak), cls and lm heads
@@ -394,6 +395,23 @@ def matmul_peak_flops(seconds: float, sizes: tuple[int, ...] = (1024, 2048)) -> 
     return best
 
 
+def paired_mfu(step: Callable[[], None], flops_per_call: float, calls: int, protocol: Protocol,
+               peak_sizes: tuple[int, ...] = (1024, 2048)) -> dict:
+    """MFU in pairs: each sample of `calls` calls next to a matmul-peak sample of the same length, in ABBA order; the
+    median of the per-pair (model FLOP/s) / (peak FLOP/s). The machine's drift during a run then cancels, as it does
+    in the ours/theirs ratios, where a peak measured once at the start or the end does not."""
+    ratios = []
+    for i in range(protocol.pairs):
+        if i % 2 == 0:
+            model_flops = flops_per_call * calls / timed(step, calls)
+            peak = matmul_peak_flops(protocol.sample_seconds, peak_sizes)
+        else:
+            peak = matmul_peak_flops(protocol.sample_seconds, peak_sizes)
+            model_flops = flops_per_call * calls / timed(step, calls)
+        ratios.append(model_flops / peak)
+    return {"mfu": statistics.median(ratios), "mfu_iqr": quartiles(ratios), "pair_ratios": ratios}
+
+
 def tensor_bytes(tensors) -> int:
     """Bytes held by distinct tensors."""
     seen, total = set(), 0
@@ -476,12 +494,21 @@ def compare_compiled(
 
 def bench_size(
     name: str, size: Size, protocol: Protocol, peak_flops: float, attention_dropout: float = DROPOUT,
-    compile_backend: str | None = None,
+    compile_backend: str | None = None, peak_sizes: tuple[int, ...] = (1024, 2048),
 ) -> dict:
     """All comparisons at one size; with a `compile_backend` also compiled (see the module docstring)."""
     result: dict = {"dims": asdict(size)}
     details: dict = {}
     tokens_per_step = size.batch_size * size.seq_len
+    # Each side's own FLOPs: ours computes the cls-pooled classifier's last block for the first token only.
+    flops = {side: {task: train_flops_per_token(size, task, pooled_last_block=side == "ours" and task == "cls")
+                    for task in ("cls", "lm")} for side in ("ours", "theirs")}
+
+    def measure_paired_mfu(key: str, task: str, side_steps: list[Callable[[], None]], suffix: str) -> None:
+        calls = details[key + suffix]["calls_per_sample"]
+        details[key + suffix]["mfu_paired"] = {
+            side: paired_mfu(step, flops[side][task] * tokens_per_step, calls, protocol, peak_sizes)
+            for side, step in zip(("ours", "theirs"), side_steps)}
 
     for task, key in (("cls", "train_cls"), ("lm", "train_lm")):
         log(f"[{name}] {key}: training tokens/s")
@@ -490,17 +517,18 @@ def bench_size(
         steps = [training_step(model, batch, make_optimizer(model)) for model in models]
         details[key] = compare(*steps, work=tokens_per_step, protocol=protocol)
         details[key]["params"] = {"ours": count_params(models[0]), "theirs": count_params(models[1])}
+        log(f"[{name}] {key}: MFU, paired with matmul-peak samples")
+        measure_paired_mfu(key, task, steps, "")
         if compile_backend:
             log(f"[{name}] {key}: compiling three models, then compiled tokens/s")
             compiled = [torch.compile(build_model(side, task, size, attention_dropout=attention_dropout),
                                       backend=compile_backend) for side in SIDES]
             compiled_steps = [training_step(model, batch, make_optimizer(model)) for model in compiled]
             compare_compiled(details, key, steps, compiled_steps, tokens_per_step, protocol)
+            log(f"[{name}] {key}: compiled MFU, paired with matmul-peak samples")
+            measure_paired_mfu(key, task, compiled_steps, "_compiled")
             del compiled, compiled_steps
         del models, steps
-    # Each side's own FLOPs: ours computes the cls-pooled classifier's last block for the first token only.
-    flops = {side: {task: train_flops_per_token(size, task, pooled_last_block=side == "ours" and task == "cls")
-                    for task in ("cls", "lm")} for side in ("ours", "theirs")}
     result["train_cls"] = details["train_cls"]["ratio"]
     result["train_lm"] = details["train_lm"]["ratio"]
     for mfu_key, suffix in [("mfu", "")] + ([("mfu_compiled", "_compiled")] if compile_backend else []):
@@ -508,6 +536,10 @@ def bench_size(
             key: {side: details[key + suffix][f"{side}_tokens_per_s"] * flops[side][task] / peak_flops
                   for side in ("ours", "theirs")}
             for task, key in (("cls", "train_cls"), ("lm", "train_lm"))
+        }
+        result[mfu_key + "_paired"] = {
+            key: {side: details[key + suffix]["mfu_paired"][side]["mfu"] for side in ("ours", "theirs")}
+            for key in ("train_cls", "train_lm")
         }
     if compile_backend:
         for key in ("train_cls", "train_lm"):
@@ -584,7 +616,8 @@ def table(results: dict) -> str:
                             for side in ("ours", "theirs"))
             rows.append((name, f"peak_mem {task} MiB (step)", ours, theirs, f"{m['ratio']:.3f}", f"{m['noise']:.3f}",
                          TARGETS["peak_mem"]))
-        for mfu_key, suffix in (("mfu", ""), ("mfu_compiled", " compiled")):
+        for mfu_key, suffix in (("mfu", ""), ("mfu_compiled", " compiled"), ("mfu_paired", " paired"),
+                                ("mfu_compiled_paired", " compiled paired")):
             for key in res.get(mfu_key, {}):
                 mfu = res[mfu_key][key]
                 rows.append((name, f"mfu {key}{suffix}", f"{100 * mfu['ours']:.1f}%", f"{100 * mfu['theirs']:.1f}%",
@@ -656,7 +689,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
 
     log("measuring the fp32 matmul peak")
-    peak = matmul_peak_flops(protocol.peak_seconds, (256, 512) if args.quick else (1024, 2048))
+    peak_sizes = (256, 512) if args.quick else (1024, 2048)
+    peak = matmul_peak_flops(protocol.peak_seconds, peak_sizes)
     results: dict = {
         "command": "python -m bench.speed " + " ".join(argv if argv is not None else sys.argv[1:]),
         "torch": torch.__version__,
@@ -673,9 +707,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     for name in names:
         results["sizes"][name] = bench_size(name, sizes[name], protocol, peak, args.attention_dropout,
-                                            args.compile_backend if args.compile else None)
+                                            args.compile_backend if args.compile else None, peak_sizes)
     # The peak again at the end (the machine is shared): MFU uses the better of the two measurements.
-    late_peak = matmul_peak_flops(protocol.peak_seconds, (256, 512) if args.quick else (1024, 2048))
+    late_peak = matmul_peak_flops(protocol.peak_seconds, peak_sizes)
     if late_peak > peak:
         for res in results["sizes"].values():
             for sides in (*res["mfu"].values(), *res.get("mfu_compiled", {}).values()):

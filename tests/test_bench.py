@@ -13,7 +13,7 @@ from conftest import REPO_ROOT
 
 from bench.speed import use_threads
 
-RATIO_KEYS = ("train_cls", "train_lm", "decode_greedy", "decode_beam4", "peak_mem", "mfu")
+RATIO_KEYS = ("train_cls", "train_lm", "decode_greedy", "decode_beam4", "peak_mem", "mfu", "mfu_paired")
 
 
 def leaves(value, path=""):
@@ -41,8 +41,9 @@ def test_quick_speed_benchmark_writes_every_ratio(tmp_path):
             assert key in size, f"{name}: {key} missing"
         assert set(size["decode_greedy"]) == set(size["decode_beam4"]) == {"batch1", "batch8"}
         assert set(size["peak_mem"]) == {"cls", "lm"}
-        assert set(size["mfu"]) == {"train_cls", "train_lm"}
-        assert all(set(sides) == {"ours", "theirs"} for sides in size["mfu"].values())
+        for key in ("mfu", "mfu_paired"):
+            assert set(size[key]) == {"train_cls", "train_lm"}
+            assert all(set(sides) == {"ours", "theirs"} for sides in size[key].values())
         for key in (*RATIO_KEYS, "noise"):
             for path, number in leaves(size[key], f"{name}.{key}"):
                 assert isinstance(number, (int, float)) and not isinstance(number, bool), path
@@ -66,7 +67,21 @@ def test_quick_speed_benchmark_compiled_adds_both_compiled_comparisons(tmp_path)
             assert math.isfinite(c["ratio"]) and c["ratio"] > 0 and c["ours_tokens_per_s"] > 0, key + suffix
             assert c["compile_s"]["ours"] > 0 and (c["compile_s"]["theirs"] > 0) == (suffix == "_compiled")
     assert set(size["decode_greedy_compiled"]) == {"batch1", "batch8"} and "decode_beam4_b1_compiled" not in size["details"]
-    assert set(size["mfu_compiled"]) == {"train_cls", "train_lm"}
+    assert set(size["mfu_compiled"]) == set(size["mfu_compiled_paired"]) == {"train_cls", "train_lm"}
+
+
+def test_paired_mfu_of_the_peaks_own_matmul_is_near_one():
+    """A 'model' that is the peak's own matmul runs at about the peak: the per-pair ratios count every call's FLOPs
+    against a peak sample taken next to it (best-of-bursts peak, so at most a little above 1)."""
+    from bench.speed import Protocol, paired_mfu
+
+    use_threads(1)
+    n = 256
+    a, b, out = torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)
+    result = paired_mfu(lambda: torch.mm(a, b, out=out), 2 * n**3, calls=20,
+                        protocol=Protocol(pairs=4, sample_seconds=0.05), peak_sizes=(n,))
+    assert len(result["pair_ratios"]) == 4
+    assert 0.4 < result["mfu"] <= 1.2, result
 
 
 def test_lm_budget_trains_both_models_for_the_same_budget(tmp_path, fake_aclimdb):
