@@ -1,5 +1,5 @@
-"""Every difference between the transformers releases we support (5.23 onwards), and the one torch.compile
-workaround, in one place.
+"""Every difference between the transformers releases we support (5.23 onwards), and the torch.compile and CPU
+workarounds, in one place.
 
 transformers 5.24 renamed the KV cache's argument and output field from `past_key_values` to `cache`: generate()
 passes `cache=` to forward and reads `outputs.cache`, where 5.23 passes and reads `past_key_values`. The model says
@@ -11,6 +11,7 @@ import functools
 import inspect
 
 import torch
+from torch import nn
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 # The name the installed release uses, told by feature (is `cache` a field of the built-in outputs?), not by version.
@@ -79,6 +80,40 @@ def loss_in_own_graph(logits: torch.Tensor) -> None:
     in a graph of its own. Eager, torch.export and fullgraph compiles are left as one graph."""
     if logits.requires_grad and tracing_may_break_the_graph():
         torch._dynamo.graph_break("the loss in its own graph: the logits then get their real gradient, not zeros")
+
+
+# Dropout in a compiled CPU graph -----------------------------------------------------------------------------------
+#
+# Inductor draws dropout's random numbers with one Philox call per element, a scalar loop: on CPU that costs ~6 ms
+# per [2048, 256] dropout, as much as the add and LayerNorm around it four times over, and 12 % of a compiled `large`
+# classifier step (bench/NOTES.md, "Dropout in a compiled CPU graph"). Hashing each element's index with a per-call
+# seed instead is a few integer operations that inductor vectorises into the kernel around it (~1.5 ms). Eager and
+# GPU graphs keep torch's own dropout, so eager training draws the masks it always has.
+
+INT31 = 0x7FFFFFFF
+
+
+def hashed_uniform_int31(shape: torch.Size, device: torch.device) -> torch.Tensor:
+    """Pseudo-random integers in [0, 2^31) of `shape`: each element's index plus a seed drawn from torch's generator
+    (so torch.manual_seed and saved RNG states govern it), mixed by a bijective integer hash (two xorshift-multiply
+    rounds). int32 products wrap; the mask keeps 31 bits, so shifts never see a sign bit."""
+    seed = torch.randint(0, INT31, (), dtype=torch.int32, device=device)
+    x = (torch.arange(shape.numel(), dtype=torch.int32, device=device) + seed) & INT31
+    for _ in range(2):
+        x = ((x >> 16) ^ x) * 0x45D9F3B & INT31
+    return ((x >> 16) ^ x).view(shape)
+
+
+class Dropout(nn.Dropout):
+    """nn.Dropout, except in a CPU graph torch.compile traces for training: there its mask comes from hashed element
+    indices (hashed_uniform_int31), which inductor fuses, instead of inductor's per-element Philox draws."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and 0 < self.p < 1 and torch.compiler.is_compiling() and x.device.type == "cpu"
+                and x.numel() <= INT31 and not self.inplace):
+            return super().forward(x)
+        keep = hashed_uniform_int31(x.shape, x.device) >= round(self.p * 2**31)
+        return x * keep * (1.0 / (1.0 - self.p))
 
 
 # CPU matmul layout ----------------------------------------------------------------------------------------------------

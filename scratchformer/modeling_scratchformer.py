@@ -46,7 +46,14 @@ from transformers.utils import can_return_tuple
 from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
-from .compat import accepts_either_cache_name, cache_field, cache_of, loss_in_own_graph, output_layer_logits
+from .compat import (
+    Dropout,
+    accepts_either_cache_name,
+    cache_field,
+    cache_of,
+    loss_in_own_graph,
+    output_layer_logits,
+)
 from .configuration_scratchformer import ScratchformerConfig
 from .linear_cross_entropy import fused_loss_applies, linear_cross_entropy
 
@@ -149,7 +156,7 @@ class ScratchformerEmbeddings(nn.Module):
         else:
             self.position_embeddings = None
         self.bigram_embeddings = nn.Embedding(config.bigram_buckets, config.hidden_size) if config.bigram_buckets else None
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, input_ids=None, position_ids=None, inputs_embeds=None) -> torch.Tensor:
         embeddings = self.token_embeddings(input_ids) if inputs_embeds is None else inputs_embeds
@@ -439,7 +446,7 @@ class ResidualNorm(nn.Module):
         super().__init__()
         self.pre_norm = config.norm_placement == "pre"
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
     def sublayer_input(self, x: torch.Tensor) -> torch.Tensor:
         """What the sublayer reads: the normalised stream (pre-norm) or the stream itself (post-norm)."""
@@ -1015,7 +1022,7 @@ class ScratchformerForSequenceClassification(ScratchformerPreTrainedModel):
         self.num_labels = config.num_labels
         self.model = ScratchformerModel(config)
         dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.ngram_logits = NgramLogits(config) if config.ngram_buckets else None
         self.post_init()
