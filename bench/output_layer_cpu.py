@@ -1,5 +1,6 @@
-"""The output layer's matmul on CPU: h @ W^T (nn.Linear) against (W @ h^T)^T, same products, and against the
-compiled product-and-sum that a compiled batch-1 decoding step uses.
+"""The output layer's matmul on CPU: h @ W^T (nn.Linear, MKL's sgemm) against (W @ h^T)^T, same products, against
+oneDNN's matmul (scratchformer.compat.cpu_rows_times_weight_t) and against the compiled product-and-sum that a compiled
+batch-1 decoding step uses.
 
 Usage: python -m bench.output_layer_cpu [--rows 1,4,8,16,32,64,256,1024] [--hidden 128,256] [--vocab 16000]
                                        [--repeats 5] [--json PATH]
@@ -19,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from scratchformer.compat import cpu_rows_times_weight_t
+
 
 def ms_per_call(fn, calls: int) -> float:
     """Milliseconds per call over `calls` calls, after 3 warm-up calls."""
@@ -32,13 +35,14 @@ def ms_per_call(fn, calls: int) -> float:
 
 def compare(rows: int, hidden: int, vocab: int, repeats: int) -> dict:
     """Median ms per call of each layout, measured in alternating rounds, and each one's speed-up over nn.Linear
-    (`speedup`: weight first; `compiled_sum_speedup`: the compiled product-and-sum)."""
+    (`speedup`: weight first; `onednn_speedup`; `compiled_sum_speedup`: the compiled product-and-sum)."""
     weight, h = torch.randn(vocab, hidden), torch.randn(rows, hidden)
     torch._dynamo.reset()  # each shape compiles afresh (not counted against the recompile limit)
     product_sum = torch.compile(lambda h, w: (h.unsqueeze(-2) * w).sum(-1), dynamic=False)
     layouts = {
         "linear": lambda: torch.nn.functional.linear(h, weight),
         "weight_first": lambda: torch.mm(weight, h.t()).t(),
+        "onednn": lambda: cpu_rows_times_weight_t(h, weight),
         "compiled_sum": lambda: product_sum(h, weight),
     }
     calls = min(2000, max(3, int(2e9 / (2 * rows * hidden * vocab))))  # about 2 GFLOP of work per round
@@ -48,6 +52,7 @@ def compare(rows: int, hidden: int, vocab: int, repeats: int) -> dict:
             rounds[name].append(ms_per_call(fn, calls))
     result = {name: statistics.median(times) for name, times in rounds.items()}
     result["speedup"] = result["linear"] / result["weight_first"]
+    result["onednn_speedup"] = result["linear"] / result["onednn"]
     result["compiled_sum_speedup"] = result["linear"] / result["compiled_sum"]
     return result
 
@@ -61,12 +66,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     results = []
-    print(f"{'hidden':>6} {'rows':>5} {'linear ms':>10} {'W-first ms':>11} {'speedup':>8} {'sum ms':>8} {'speedup':>8}")
+    print(f"{'hidden':>6} {'rows':>5} {'linear ms':>10} {'W-first ms':>11} {'speedup':>8} {'oneDNN ms':>10} {'speedup':>8}"
+          f" {'sum ms':>8} {'speedup':>8}")
     for hidden in map(int, args.hidden.split(",")):
         for rows in map(int, args.rows.split(",")):
             r = compare(rows, hidden, args.vocab, args.repeats)
             results.append({"hidden": hidden, "rows": rows, **r})
             print(f"{hidden:6d} {rows:5d} {r['linear']:10.3f} {r['weight_first']:11.3f} {r['speedup']:8.2f}"
+                  f" {r['onednn']:10.3f} {r['onednn_speedup']:8.2f}"
                   f" {r['compiled_sum']:8.3f} {r['compiled_sum_speedup']:8.2f}", flush=True)
     if args.json:
         args.json.write_text(json.dumps({"vocab": args.vocab, "threads": torch.get_num_threads(), "results": results},

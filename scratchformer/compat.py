@@ -121,7 +121,8 @@ class Dropout(nn.Dropout):
 # The output layer maps hidden states h [rows, d] to the vocabulary through W [V, d]. nn.Linear computes h @ W^T; on
 # CPU, BLAS computes the same products as (W @ h^T)^T 1.5-4x faster for 4-64 rows, as in a batched decoding step,
 # and 1.1x faster for 256-1024 rows (`python -m bench.output_layer_cpu`, bench/NOTES.md "The output layer's matmul
-# layout"). One row under torch.compile (a batch-1 decoding step) is a product and a sum instead, which inductor
+# layout"). oneDNN's matmul beats both from 32 rows, so eager CPU work takes it there (cpu_rows_times_weight_t, below).
+# One row under torch.compile (a batch-1 decoding step) is a product and a sum instead, which inductor
 # fuses. A training forward with labels takes linear_cross_entropy.py's chunked pass instead.
 
 
@@ -140,10 +141,25 @@ def is_plain_cpu_linear(module: torch.nn.Module) -> bool:
     )
 
 
+# Whether this torch build has oneDNN's linear op (builds without oneDNN, such as some ARM ones, take torch.mm).
+ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def cpu_rows_times_weight_t(rows: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """rows [n, d] @ weight[V, d]^T as a new tensor, for eager CPU work outside autograd; fp32 through oneDNN."""
+    # MKL's sgemm runs this "B transposed" product at 65-70 % of its square-matmul rate here; oneDNN's matmul, reached
+    # through the op inductor's own CPU linears use, runs it 1.3-1.6x faster (bench/NOTES.md "oneDNN for the output
+    # layer"). It has no out= and no autograd formula, hence a new tensor and no gradients.
+    if (ONEDNN_LINEAR and torch.backends.mkldnn.enabled and rows.dtype == weight.dtype == torch.float32
+            and rows.device.type == weight.device.type == "cpu"):
+        return torch.ops.mkldnn._linear_pointwise(rows.contiguous(), weight.contiguous(), None, "none", [None], "")
+    return torch.mm(rows, weight.t())
+
+
 def output_layer_logits(output_layer: torch.nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
-    """The output layer applied to hidden_states [..., d]; without gradients on CPU, as (W @ h^T)^T, or for one row
-    under torch.compile as a fused reduction. An output layer that is not a plain bias-free nn.Linear, or has hooks
-    (PEFT, offloading, a user's hook), is called as a module."""
+    """The output layer applied to hidden_states [..., d]; without gradients on CPU: eager from 32 rows through oneDNN,
+    otherwise as (W @ h^T)^T, or for one row under torch.compile as a fused reduction. An output layer that is not a
+    plain bias-free nn.Linear, or has hooks (PEFT, offloading, a user's hook), is called as a module."""
     if torch.is_grad_enabled() or not is_plain_cpu_linear(output_layer):
         return output_layer(hidden_states)
     # Rows are counted before reshaping, which copies a sliced (logits_to_keep) input. An export keeps its batch
@@ -153,7 +169,12 @@ def output_layer_logits(output_layer: torch.nn.Module, hidden_states: torch.Tens
         # A compiled batch-1 decoding step: products and a sum, which inductor fuses into one vectorised, threaded
         # pass over W, 2-2.6x faster than BLAS's one-row matmul. (Eager, this would build a [V, d] tensor.)
         return (hidden_states.unsqueeze(-2) * output_layer.weight).sum(-1)
+    weight, logits_shape = output_layer.weight, (*hidden_states.shape[:-1], output_layer.weight.shape[0])
+    if row_count is not None and row_count >= 32 and not torch.compiler.is_compiling():
+        # Eager, from 32 rows (a beam search's step, a prompt): oneDNN, as fast as the weight-first layout at 32-64 rows
+        # of hidden 128, 1.3-1.8x faster beyond (`python -m bench.output_layer_cpu`).
+        return cpu_rows_times_weight_t(hidden_states.reshape(-1, weight.shape[1]), weight).reshape(logits_shape)
     if row_count is not None and not 2 <= row_count <= 1024:  # one row eager gains nothing, 4,096 or more lose
         return output_layer(hidden_states)
-    rows, weight = hidden_states.reshape(-1, hidden_states.shape[-1]), output_layer.weight
-    return torch.mm(weight, rows.t()).t().reshape(*hidden_states.shape[:-1], weight.shape[0])
+    rows = hidden_states.reshape(-1, hidden_states.shape[-1])
+    return torch.mm(weight, rows.t()).t().reshape(logits_shape)

@@ -11,7 +11,7 @@ still returned, and a gradient that reaches them (a distillation term, say) is a
 
 import torch
 
-from .compat import is_plain_cpu_linear, tracing_may_break_the_graph
+from .compat import cpu_rows_times_weight_t, is_plain_cpu_linear, tracing_may_break_the_graph
 
 CHUNK_ELEMENTS = 1 << 22  # logits per chunk (16 MB in fp32; 262 rows of a 16k vocabulary): measured best 256-512 rows
 
@@ -35,7 +35,9 @@ class LinearCrossEntropy(torch.autograd.Function):
         step = max(1, CHUNK_ELEMENTS // weight.shape[0])
         for start in range(0, hidden.shape[0], step):
             rows = slice(start, start + step)
-            chunk = torch.mm(hidden[rows], weight.t(), out=logits[rows]).float()  # the loss in fp32, as transformers'
+            chunk = cpu_rows_times_weight_t(hidden[rows], weight)
+            logits[rows] = chunk
+            chunk = chunk.float()  # the loss in fp32, as transformers'
             chunk_targets, chunk_weight = targets[rows, None], row_weight[rows, None]
             # One softmax kernel gives both: the loss -log p(target), and d loss / d logits = softmax - one_hot(target)
             # (times the row weight). 3-4x faster than log_softmax's passes (bench/NOTES.md).

@@ -5,6 +5,7 @@ import torch
 from conftest import tiny_config
 from test_seq2seq import seq2seq_config
 
+import scratchformer.compat as compat
 import scratchformer.linear_cross_entropy as chunked
 import scratchformer.modeling_scratchformer as modeling
 from scratchformer import ScratchformerForCausalLM, ScratchformerForConditionalGeneration
@@ -41,9 +42,14 @@ def loss_logits_and_gradients(model, inputs, real, fused, monkeypatch, logits_te
     ({"num_items_in_batch": 7}, False),  # gradient accumulation: a sum over the whole accumulated batch's count
     ({}, True),  # a gradient reaches the logits as well as the loss
 ], ids=["mean", "num-items", "logits-used"])
-def test_the_chunked_training_loss_equals_the_plain_loss_logits_and_gradients(head, loss_kwargs, logits_term, monkeypatch):
+@pytest.mark.parametrize("onednn", [True, False], ids=["onednn", "mkl"])
+def test_the_chunked_training_loss_equals_the_plain_loss_logits_and_gradients(
+    head, loss_kwargs, logits_term, onednn, monkeypatch
+):
     """Chunks of 2 rows (a remainder included), padding ignored, the tied output layer's weight trained through both
-    the embeddings and the logits: the same loss, logits and gradients of every parameter."""
+    the embeddings and the logits: the same loss, logits and gradients of every parameter, with the chunks' logits
+    from oneDNN (compat.cpu_rows_times_weight_t) or, switched off, from torch.mm."""
+    monkeypatch.setattr(compat, "ONEDNN_LINEAR", compat.ONEDNN_LINEAR and onednn)
     torch.manual_seed(0)
     config = seq2seq_config() if head is ScratchformerForConditionalGeneration else tiny_config(pad_token_id=0)
     model = head(config.__class__(**{**config.to_dict(), "hidden_dropout_prob": 0.0})).train()

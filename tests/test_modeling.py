@@ -503,3 +503,35 @@ def test_a_classifier_with_head_tokens_reads_long_inputs_as_head_plus_tail(tmp_p
     scores = pipeline("text-classification", model=str(tmp_path))(text, truncation=True, top_k=None)
     by_label = {s["label"]: s["score"] for s in scores}
     assert abs(by_label[model.config.id2label[1]] - float(expected[0, 1])) < 1e-5
+
+
+def test_inference_logits_from_32_rows_take_onednn_and_equal_the_output_layers():
+    """Eager CPU logits of 32 rows or more go through oneDNN's matmul where torch has it (compat.ONEDNN_LINEAR),
+    through MKL's h @ W^T when oneDNN is switched off; both equal nn.Linear. Other dtypes take torch.mm."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from scratchformer import compat
+
+    class RecordOps(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.append(str(func.overloadpacket))
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(0)
+    model = ScratchformerForCausalLM(tiny_config()).eval()
+    ids = torch.randint(5, 400, (8, 5))  # 40 rows
+    with torch.no_grad():
+        expected = torch.nn.functional.linear(model.model(ids).last_hidden_state, model.lm_head.weight)
+        for onednn in (True, False):
+            recorder = RecordOps()
+            with torch.backends.mkldnn.flags(enabled=onednn), recorder:
+                logits = model(ids).logits
+            matmuls = [op for op in recorder.ops if op in ("mkldnn._linear_pointwise", "aten.mm", "aten.addmm")]
+            assert matmuls[-1] == ("mkldnn._linear_pointwise" if onednn and compat.ONEDNN_LINEAR else "aten.mm")
+            torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
+    rows, weight = torch.randn(40, 32, dtype=torch.bfloat16), torch.randn(400, 32, dtype=torch.bfloat16)
+    torch.testing.assert_close(compat.cpu_rows_times_weight_t(rows, weight), rows @ weight.t())
