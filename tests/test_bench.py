@@ -173,23 +173,27 @@ def test_output_layer_microbenchmark_times_every_layout(tmp_path):
     for row in results:
         assert row["linear"] > 0 and row["weight_first"] > 0 and row["compiled_sum"] > 0
         assert row["speedup"] == pytest.approx(row["linear"] / row["weight_first"])
+        assert row["onednn"] > 0 and row["onednn_speedup"] == pytest.approx(row["linear"] / row["onednn"])
         assert row["compiled_sum_speedup"] == pytest.approx(row["linear"] / row["compiled_sum"])
 
 
 def test_linear_cross_entropy_microbenchmark_times_both_ways_and_restores_the_chunk_size(tmp_path):
     from bench import linear_cross_entropy as bench_lce
 
+    import scratchformer.compat as compat
     import scratchformer.linear_cross_entropy as chunked
 
-    default = chunked.CHUNK_ELEMENTS
-    out = tmp_path / "lce.json"
-    assert bench_lce.main(["--rows", "64", "--hidden", "16", "--vocab", "50", "--chunk-rows", "8,64", "--pairs", "1",
-                           "--json", str(out)]) == 0
-    results = json.loads(out.read_text())["results"]
-    assert [(row["hidden"], row["chunk_rows"]) for row in results] == [(16, 8), (16, 64)]
-    for row in results:
-        assert row["plain_ms"] > 0 and row["chunked_ms"] > 0 and row["speedup"] > 0
-    assert chunked.CHUNK_ELEMENTS == default
+    default, default_onednn = chunked.CHUNK_ELEMENTS, compat.ONEDNN_LINEAR
+    for extra in ([], ["--no-onednn"]):
+        out = tmp_path / "lce.json"
+        assert bench_lce.main(["--rows", "64", "--hidden", "16", "--vocab", "50", "--chunk-rows", "8,64", "--pairs",
+                               "1", "--json", str(out), *extra]) == 0
+        report = json.loads(out.read_text())
+        assert report["onednn"] == (default_onednn and not extra)
+        assert [(row["hidden"], row["chunk_rows"]) for row in report["results"]] == [(16, 8), (16, 64)]
+        for row in report["results"]:
+            assert row["plain_ms"] > 0 and row["chunked_ms"] > 0 and row["speedup"] > 0
+        assert chunked.CHUNK_ELEMENTS == default and compat.ONEDNN_LINEAR == default_onednn
 
 
 def test_ngram_screen_ranks_settings_on_held_out_train_folds(tmp_path, fake_aclimdb, tokenizer):
