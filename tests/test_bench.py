@@ -1,5 +1,5 @@
-"""Smoke tests of the benchmarks (`bench.speed`, `bench.lm_budget`, `bench.translate`, `bench.attention_cpu`): each
-runs end to end on a tiny setting and writes complete results (no speed targets)."""
+"""Smoke tests of the benchmarks (`bench.speed`, `bench.speed_gpu`, `bench.lm_budget`, `bench.translate`,
+`bench.attention_cpu`): each runs end to end on a tiny setting and writes complete results (no speed targets)."""
 
 import json
 import os
@@ -68,6 +68,29 @@ def test_quick_speed_benchmark_compiled_adds_both_compiled_comparisons(tmp_path)
             assert c["compile_s"]["ours"] > 0 and (c["compile_s"]["theirs"] > 0) == (suffix == "_compiled")
     assert set(size["decode_greedy_compiled"]) == {"batch1", "batch8"} and "decode_beam4_b1_compiled" not in size["details"]
     assert set(size["mfu_compiled"]) == set(size["mfu_compiled_paired"]) == {"train_cls", "train_lm"}
+
+
+def test_quick_gpu_speed_benchmark_runs_on_cpu_and_records_the_loss_path(tmp_path):
+    """bench.speed_gpu --quick takes its GPU code paths on CPU when there is no GPU (eager here, to stay fast): every
+    comparison with both sides' tokens/s, MFU and step memory, and which loss ours' LM took on that device."""
+    from bench import speed_gpu
+
+    out = tmp_path / "g.json"
+    assert speed_gpu.main(["--quick", "--sizes", "small", "--pairs", "1", "--no-compile", "--json", str(out)]) == 0
+    results = json.loads(out.read_text())
+    assert results["complete"] and results["torch"] == torch.__version__ and results["device"]["name"]
+    size = results["sizes"]["small"]
+    comparisons = size["comparisons"]
+    assert set(comparisons) == {"train_cls", "train_lm", "decode_greedy_b1", "decode_greedy_b8"}
+    for key, c in comparisons.items():
+        for number in (c["ours_tokens_per_s"], c["theirs_tokens_per_s"], c["ratio"], c["noise"]):
+            assert math.isfinite(number) and number > 0, key
+    for key in ("train_cls", "train_lm"):
+        assert all(comparisons[key]["mfu"][side] > 0 for side in ("ours", "theirs"))
+        assert all(comparisons[key]["memory"][side]["total_bytes"] > 0 for side in ("ours", "theirs"))
+    # the chunked loss is a CPU path: taken on CPU, never on CUDA
+    path = size["loss_path"]
+    assert path["checks"] >= 1 and path["fused_loss_applies"] is (results["device"]["type"] == "cpu")
 
 
 def test_paired_mfu_of_the_peaks_own_matmul_is_near_one():
