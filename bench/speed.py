@@ -46,8 +46,8 @@ used for ours and theirs, so the MFU ratio equals the training-throughput ratio.
 
 Peak memory: torch.profiler(profile_memory=True) records every torch CPU allocation and free during one warm
 training step (the AdamW state already exists); the running sum of those events gives the step's peak on top of
-what was alive before it. Adding the bytes of the weights, the AdamW state and the batch gives the peak of the
-whole training state. This is deterministic, runs in-process, and counts exactly the tensors the model code
+what was alive before it. Adding the bytes of the weights, the AdamW state, the batch and the logits tensor our
+chunked loss keeps between steps gives the peak of the whole training state. This is deterministic, runs in-process, and counts exactly the tensors the model code
 causes (not allocator caching or Python objects), which tracemalloc cannot see and RSS blurs.
 """
 
@@ -71,6 +71,7 @@ import transformers
 from transformers import BertConfig, BertForSequenceClassification, CompileConfig, GPT2Config, GPT2LMHeadModel
 
 from scratchformer import ScratchformerConfig, ScratchformerForCausalLM, ScratchformerForSequenceClassification
+from scratchformer.linear_cross_entropy import kept_logits
 
 DROPOUT = 0.1  # embeddings, sublayer outputs and (unless --attention-dropout) attention weights
 NUM_LABELS = 2
@@ -450,6 +451,15 @@ def quiet_stderr():
             os.close(saved)
 
 
+def resident_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor]) -> int:
+    """Bytes alive across training steps: weights, buffers, AdamW state, the batch, and the logits our chunked loss
+    keeps for the next step (linear_cross_entropy.kept_logits), which a warm step's profile no longer sees allocated."""
+    state = optimizer.state.values()
+    kept = [kept_logits(p) for p in model.parameters()]
+    return tensor_bytes([*model.parameters(), *model.buffers(), *(t for s in state for t in s.values()),
+                         *batch.values(), *(t for t in kept if t is not None)])
+
+
 def training_memory(side: str, task: str, size: Size, attention_dropout: float = DROPOUT) -> dict:
     """Bytes: weights + AdamW state + batch (alive across steps) and the peak one warm step adds on top."""
     model = build_model(side, task, size, attention_dropout=attention_dropout)
@@ -457,10 +467,7 @@ def training_memory(side: str, task: str, size: Size, attention_dropout: float =
     optimizer = make_optimizer(model)
     step = training_step(model, batch, optimizer)
     step()  # creates the AdamW state
-    state = optimizer.state.values()
-    resident = tensor_bytes(
-        [*model.parameters(), *model.buffers(), *(t for s in state for t in s.values()), *batch.values()]
-    )
+    resident = resident_bytes(model, optimizer, batch)
     step_peak = profiled_peak_bytes(step)
     return {"resident_bytes": resident, "step_peak_bytes": step_peak, "total_bytes": resident + step_peak}
 

@@ -122,9 +122,7 @@ def step_memory(
 ) -> dict:
     """Bytes of one warm training step (the AdamW state exists): its peak over what was allocated before it
     (torch.cuda.max_memory_allocated after reset_peak_memory_stats), and the weights + AdamW state + batch."""
-    state = optimizer.state.values()
-    resident = speed.tensor_bytes(
-        [*model.parameters(), *model.buffers(), *(t for s in state for t in s.values()), *batch.values()])
+    resident = speed.resident_bytes(model, optimizer, batch)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)

@@ -10,10 +10,46 @@ still returned, and a gradient that reaches them (a distillation term, say) is a
 """
 
 import torch
+from torch.utils.weak import WeakIdKeyDictionary
 
 from .compat import cpu_rows_times_weight_t, is_plain_cpu_linear, tracing_may_break_the_graph
 
 CHUNK_ELEMENTS = 1 << 22  # logits per chunk (16 MB in fp32; 262 rows of a 16k vocabulary): measured best 256-512 rows
+
+
+# The logits of the last training step, per output-layer weight, kept for the next step (weakly keyed: a deleted
+# model takes its buffer with it). A [rows, vocab] tensor is larger than glibc maps from its heap (32 MB), so a new
+# one comes fresh from the OS each step, and writing it page-faults every 4 KB of it again: 4-6 ms per 16 MB chunk,
+# ~5 % of a compiled `large` LM step (bench/NOTES.md, "Page faults of the logits"). The price is that one [rows,
+# vocab] tensor stays allocated between training steps.
+_kept_logits = WeakIdKeyDictionary()
+
+
+def _storage_users(tensor: torch.Tensor) -> int | None:
+    """How many tensors share `tensor`'s memory (itself included), or None where this torch cannot tell."""
+    use_count = getattr(torch._C, "_storage_Use_Count", None)
+    if use_count is None:
+        return None
+    storage = tensor.untyped_storage()  # this Python handle is one more user while it lives
+    return use_count(storage._cdata) - 1
+
+
+def logits_buffer(hidden: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """An uninitialised [rows, vocab] tensor for the logits of hidden @ weight^T: the one this weight's last training
+    step filled, when it has the shape and dtype and nothing else holds its memory any more (no outputs, logits or
+    views of them kept by the caller), else a new one, which is kept in its place."""
+    shape = (hidden.shape[0], weight.shape[0])
+    kept = _kept_logits.get(weight)
+    if (kept is None or kept.shape != shape or kept.dtype != hidden.dtype or kept.device != hidden.device
+            or _storage_users(kept) != 1):
+        kept = hidden.new_empty(shape)
+        _kept_logits[weight] = kept
+    return kept.detach()  # an alias: autograd attaches this step's history to it, never to the kept tensor
+
+
+def kept_logits(weight: torch.Tensor) -> torch.Tensor | None:
+    """The logits tensor kept between training steps for this output-layer weight (memory accounting), if any."""
+    return _kept_logits.get(weight)
 
 
 class LinearCrossEntropy(torch.autograd.Function):
@@ -27,7 +63,7 @@ class LinearCrossEntropy(torch.autograd.Function):
         # Per row, 1/denominator for real tokens and 0 for ignored ones: d(mean loss)/d(row's loss).
         row_weight = real.to(torch.float32) / denominator.to(device=hidden.device, dtype=torch.float32)
         targets = labels.masked_fill(~real, 0)
-        logits = hidden.new_empty(hidden.shape[0], weight.shape[0])
+        logits = logits_buffer(hidden, weight)
         hidden_grad = torch.empty_like(hidden)
         # A frozen output layer (PEFT's LoRA freezes the tied embeddings) skips a third of the matmuls, as autograd would.
         weight_grad = torch.zeros_like(weight, dtype=torch.float32) if ctx.needs_input_grad[1] else None

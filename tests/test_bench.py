@@ -70,6 +70,24 @@ def test_quick_speed_benchmark_compiled_adds_both_compiled_comparisons(tmp_path)
     assert set(size["mfu_compiled"]) == set(size["mfu_compiled_paired"]) == {"train_cls", "train_lm"}
 
 
+def test_training_memory_counts_the_logits_our_loss_keeps_between_steps():
+    """A warm step's profile no longer sees our LM's logits allocated (the chunked loss keeps them from the step
+    before), so the resident bytes must hold them: exactly one [batch x length, vocab] fp32 tensor more than the
+    weights, AdamW state and batch; GPT-2 keeps none."""
+    from bench import speed
+
+    size = speed.QUICK_SIZES["small"]
+    logits_bytes = size.batch_size * size.seq_len * size.vocab_size * 4
+    for side, kept in (("ours", logits_bytes), ("theirs", 0)):
+        model = speed.build_model(side, "lm", size)
+        batch = speed.training_batch(size, "lm")
+        optimizer = speed.make_optimizer(model)
+        speed.training_step(model, batch, optimizer)()
+        state = [t for s in optimizer.state.values() for t in s.values()]
+        plain = speed.tensor_bytes([*model.parameters(), *model.buffers(), *state, *batch.values()])
+        assert speed.resident_bytes(model, optimizer, batch) == plain + kept, side
+
+
 def test_quick_gpu_speed_benchmark_runs_on_cpu_and_records_the_loss_path(tmp_path):
     """bench.speed_gpu --quick takes its GPU code paths on CPU when there is no GPU (eager here, to stay fast): every
     comparison with both sides' tokens/s, MFU and step memory, and which loss ours' LM took on that device."""

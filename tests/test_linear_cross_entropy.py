@@ -1,5 +1,7 @@
 """The training loss's chunked pass (scratchformer/linear_cross_entropy.py) against the plain output layer + loss."""
 
+import gc
+
 import pytest
 import torch
 from conftest import tiny_config
@@ -121,3 +123,46 @@ def test_a_label_outside_the_vocabulary_is_one_clear_error():
     inputs["labels"][0, 3] = 400
     with pytest.raises(ValueError, match=r"labels contains 400, outside the vocabulary \[0, 400\)"):
         model(**inputs)
+
+
+def test_a_training_step_reuses_the_last_steps_logits_memory_only_when_nothing_holds_it():
+    """The logits tensor is kept between training steps (it is too large for the heap: a fresh one is page-faulted in
+    each step). A step reuses it when its caller let go of the last outputs, and takes new memory while any output,
+    logits or view of them is still held, whose values then stay intact; the kept tensor carries no autograd history."""
+    torch.manual_seed(0)
+    model = ScratchformerForCausalLM(tiny_config(pad_token_id=0, hidden_dropout_prob=0.0)).train()
+    inputs, _ = padded_inputs(ScratchformerForCausalLM)
+    weight = model.lm_head.weight
+
+    def step():
+        out = model(**inputs)
+        assert out.loss.grad_fn.name() == "LinearCrossEntropyBackward"
+        out.loss.backward()
+        return out
+
+    first = step()
+    first_logits, first_address = first.logits.detach().clone(), first.logits.data_ptr()
+    kept = chunked.kept_logits(weight)
+    assert kept is not None and kept.data_ptr() == first_address and kept.grad_fn is None and not kept.requires_grad
+    second = step()  # `first` still held: new memory, and the first step's logits are untouched
+    assert second.logits.data_ptr() != first_address
+    torch.testing.assert_close(first.logits.detach(), first_logits)
+    view = second.logits[:, 1:]  # a view alone holds it too
+    second_address = second.logits.data_ptr()
+    del first, second
+    third = step()
+    assert third.logits.data_ptr() not in (first_address, second_address)
+    third_address, third_logits = third.logits.data_ptr(), third.logits.detach().clone()
+    del view, third
+    fourth = step()  # nothing held: the same memory again, with the same values as a fresh computation
+    assert fourth.logits.data_ptr() == third_address
+    torch.testing.assert_close(fourth.logits.detach(), third_logits)
+    del fourth
+    fewer_rows = {key: value[:2] for key, value in inputs.items()}  # another shape: new memory
+    assert model(**fewer_rows).logits.data_ptr() != third_address
+    # The model's deletion frees what was kept for it.
+    del weight
+    entries = len(chunked._kept_logits)
+    del model
+    gc.collect()
+    assert len(chunked._kept_logits) == entries - 1
