@@ -69,6 +69,9 @@ class LinearCrossEntropy(torch.autograd.Function):
         weight_grad = torch.zeros_like(weight, dtype=torch.float32) if ctx.needs_input_grad[1] else None
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         step = max(1, CHUNK_ELEMENTS // weight.shape[0])
+        # One softmax output for every chunk: a new 16 MB tensor per chunk came fresh from the OS each time (glibc hands
+        # freed blocks this size back), and its page faults made softmax 5x slower inside a step (bench/NOTES.md).
+        probabilities_buffer = hidden.new_empty(min(step, hidden.shape[0]), weight.shape[0], dtype=torch.float32)
         for start in range(0, hidden.shape[0], step):
             rows = slice(start, start + step)
             chunk = cpu_rows_times_weight_t(hidden[rows], weight)
@@ -77,7 +80,7 @@ class LinearCrossEntropy(torch.autograd.Function):
             chunk_targets, chunk_weight = targets[rows, None], row_weight[rows, None]
             # One softmax kernel gives both: the loss -log p(target), and d loss / d logits = softmax - one_hot(target)
             # (times the row weight). 3-4x faster than log_softmax's passes (bench/NOTES.md).
-            probabilities = torch.softmax(chunk, dim=-1)
+            probabilities = torch.softmax(chunk, dim=-1, out=probabilities_buffer[: chunk.shape[0]])
             target_probabilities = probabilities.gather(1, chunk_targets)
             row_losses = -target_probabilities.log()
             underflow = target_probabilities < 1e-30  # too small for fp32's log to be exact: those rows the long way
