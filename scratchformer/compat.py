@@ -178,3 +178,16 @@ def output_layer_logits(output_layer: torch.nn.Module, hidden_states: torch.Tens
         return output_layer(hidden_states)
     rows = hidden_states.reshape(-1, hidden_states.shape[-1])
     return torch.mm(weight, rows.t()).t().reshape(logits_shape)
+
+
+# Memory -------------------------------------------------------------------------------------------------------------
+
+
+def storage_users(tensor: torch.Tensor) -> int | None:
+    """How many tensors share `tensor`'s memory (itself included), or None where this torch cannot tell (the count
+    is torch's private `_storage_Use_Count`)."""
+    use_count = getattr(torch._C, "_storage_Use_Count", None)
+    if use_count is None:
+        return None
+    storage = tensor.untyped_storage()  # this Python handle is one more user while it lives
+    return use_count(storage._cdata) - 1

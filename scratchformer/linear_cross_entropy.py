@@ -12,7 +12,7 @@ still returned, and a gradient that reaches them (a distillation term, say) is a
 import torch
 from torch.utils.weak import WeakIdKeyDictionary
 
-from .compat import cpu_rows_times_weight_t, is_plain_cpu_linear, tracing_may_break_the_graph
+from .compat import cpu_rows_times_weight_t, is_plain_cpu_linear, storage_users, tracing_may_break_the_graph
 
 CHUNK_ELEMENTS = 1 << 22  # logits per chunk (16 MB in fp32; 262 rows of a 16k vocabulary): measured best 256-512 rows
 
@@ -25,15 +25,6 @@ CHUNK_ELEMENTS = 1 << 22  # logits per chunk (16 MB in fp32; 262 rows of a 16k v
 _kept_logits = WeakIdKeyDictionary()
 
 
-def _storage_users(tensor: torch.Tensor) -> int | None:
-    """How many tensors share `tensor`'s memory (itself included), or None where this torch cannot tell."""
-    use_count = getattr(torch._C, "_storage_Use_Count", None)
-    if use_count is None:
-        return None
-    storage = tensor.untyped_storage()  # this Python handle is one more user while it lives
-    return use_count(storage._cdata) - 1
-
-
 def logits_buffer(hidden: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """An uninitialised [rows, vocab] tensor for the logits of hidden @ weight^T: the one this weight's last training
     step filled, when it has the shape and dtype and nothing else holds its memory any more (no outputs, logits or
@@ -41,7 +32,7 @@ def logits_buffer(hidden: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     shape = (hidden.shape[0], weight.shape[0])
     kept = _kept_logits.get(weight)
     if (kept is None or kept.shape != shape or kept.dtype != hidden.dtype or kept.device != hidden.device
-            or _storage_users(kept) != 1):
+            or storage_users(kept) != 1):
         kept = hidden.new_empty(shape)
         _kept_logits[weight] = kept
     return kept.detach()  # an alias: autograd attaches this step's history to it, never to the kept tensor
