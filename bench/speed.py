@@ -662,14 +662,19 @@ def _timing_row(name: str, label: str, c: dict, target: str) -> tuple:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the comparisons, print the table, optionally write JSON."""
-    parser = argparse.ArgumentParser(prog="python -m bench.speed", description=__doc__.splitlines()[0])
+def add_run_arguments(parser: argparse.ArgumentParser, sizes: dict[str, Size], default_sizes: str) -> None:
+    """The options bench.speed and bench.speed_gpu share: the JSON output, the sizes, smoke mode, the protocol."""
     parser.add_argument("--json", type=Path, default=None, help="write the results to this JSON file")
-    parser.add_argument("--sizes", default="small,large", help="comma-separated subset of: " + ",".join(SIZES))
+    parser.add_argument("--sizes", default=default_sizes, help="comma-separated subset of: " + ",".join(sizes))
     parser.add_argument("--quick", action="store_true", help="tiny models, short samples (smoke test)")
     parser.add_argument("--pairs", type=int, default=None, help="ABBA pairs per comparison")
     parser.add_argument("--sample-seconds", type=float, default=None, help="minimum seconds of work per sample")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the comparisons, print the table, optionally write JSON."""
+    parser = argparse.ArgumentParser(prog="python -m bench.speed", description=__doc__.splitlines()[0])
+    add_run_arguments(parser, SIZES, "small,large")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, all cores)")
     parser.add_argument("--attention-dropout", type=float, default=DROPOUT,
                         help=f"dropout on the attention weights, both sides (default {DROPOUT}; the recipes use 0.0)")

@@ -295,11 +295,7 @@ def device_info(device: torch.device) -> dict:
 def main(argv: list[str] | None = None) -> int:
     """Run the comparisons, print the table, write JSON (after every comparison, and complete at the end)."""
     parser = argparse.ArgumentParser(prog="python -m bench.speed_gpu", description=__doc__.splitlines()[0])
-    parser.add_argument("--json", type=Path, default=None, help="write the results to this JSON file")
-    parser.add_argument("--sizes", default="large,gpu", help="comma-separated subset of: " + ",".join(SIZES))
-    parser.add_argument("--quick", action="store_true", help="tiny models, short samples (smoke test; runs on CPU)")
-    parser.add_argument("--pairs", type=int, default=None, help="ABBA pairs per comparison")
-    parser.add_argument("--sample-seconds", type=float, default=None, help="minimum seconds of work per sample")
+    speed.add_run_arguments(parser, SIZES, "large,gpu")  # --quick runs on CPU when there is no GPU
     parser.add_argument("--no-compile", action="store_true", help="eager comparisons only")
     parser.add_argument("--compile-backend", default="inductor",
                         help="torch.compile backend (default inductor; 'eager' checks the code paths fast on CPU)")
