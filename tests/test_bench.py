@@ -111,6 +111,19 @@ def test_quick_gpu_speed_benchmark_runs_on_cpu_and_records_the_loss_path(tmp_pat
     assert path["checks"] >= 1 and path["fused_loss_applies"] is (results["device"]["type"] == "cpu")
 
 
+def test_lm_compiled_vs_eager_pairs_ours_compiled_with_gpt2_eager(tmp_path):
+    """bench.lm_compiled_vs_eager (the LM's one edge target on its own): a compiled step of ours against GPT-2 eager,
+    with GPT-2 against itself as the noise floor, written with both sides' tokens/s and the compile time."""
+    from bench import lm_compiled_vs_eager
+
+    out = tmp_path / "lm.json"
+    assert lm_compiled_vs_eager.main(["--quick", "--size", "small", "--pairs", "1", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["size"] == "small" and report["compile_s"] > 0 and report["calls_per_sample"] >= 1
+    for key in ("ratio", "noise", "ours_tokens_per_s", "theirs_tokens_per_s"):
+        assert math.isfinite(report[key]) and report[key] > 0, key
+
+
 def test_paired_mfu_of_the_peaks_own_matmul_is_near_one():
     """A 'model' that is the peak's own matmul runs at about the peak: the per-pair ratios count every call's FLOPs
     against a peak sample taken next to it (best-of-bursts peak, so at most a little above 1)."""
