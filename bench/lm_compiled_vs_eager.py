@@ -23,9 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     size = (speed.QUICK_SIZES if args.quick else speed.SIZES)[args.size]
-    base = speed.QUICK_PROTOCOL if args.quick else speed.Protocol()
-    protocol = speed.Protocol(pairs=args.pairs or base.pairs, sample_seconds=args.sample_seconds or base.sample_seconds,
-                              warmup_seconds=base.warmup_seconds, peak_seconds=base.peak_seconds)
+    protocol = speed.protocol_from_args(args, speed.QUICK_PROTOCOL if args.quick else speed.Protocol())
     batch = speed.training_batch(size, "lm")
     ours = torch.compile(speed.build_model("ours", "lm", size, attention_dropout=0.0))
     theirs = [speed.build_model("theirs", "lm", size, attention_dropout=0.0) for _ in range(2)]

@@ -64,7 +64,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -671,6 +671,12 @@ def add_run_arguments(parser: argparse.ArgumentParser, sizes: dict[str, Size], d
     parser.add_argument("--sample-seconds", type=float, default=None, help="minimum seconds of work per sample")
 
 
+def protocol_from_args(args: argparse.Namespace, base: Protocol) -> Protocol:
+    """`base` with the pairs and sample length that --pairs and --sample-seconds ask for, where given."""
+    return replace(base, pairs=args.pairs or base.pairs,
+                   sample_seconds=args.sample_seconds if args.sample_seconds is not None else base.sample_seconds)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the comparisons, print the table, optionally write JSON."""
     parser = argparse.ArgumentParser(prog="python -m bench.speed", description=__doc__.splitlines()[0])
@@ -689,14 +695,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown or not names:
         parser.error(f"unknown size(s) {unknown}; choose from {sorted(SIZES)}")
     sizes = QUICK_SIZES if args.quick else SIZES
-    protocol = QUICK_PROTOCOL if args.quick else Protocol()
-    if args.pairs is not None or args.sample_seconds is not None:
-        protocol = Protocol(
-            pairs=args.pairs or protocol.pairs,
-            sample_seconds=args.sample_seconds if args.sample_seconds is not None else protocol.sample_seconds,
-            warmup_seconds=protocol.warmup_seconds,
-            peak_seconds=protocol.peak_seconds,
-        )
+    protocol = protocol_from_args(args, QUICK_PROTOCOL if args.quick else Protocol())
     transformers.logging.set_verbosity_error()
     use_threads(args.threads)
     torch.manual_seed(0)

@@ -311,13 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type != "cuda" and not args.quick:
         parser.error("no CUDA device: only --quick runs on CPU")
-    protocol = speed.QUICK_PROTOCOL if args.quick else GPU_PROTOCOL
-    protocol = Protocol(
-        pairs=args.pairs or protocol.pairs,
-        sample_seconds=args.sample_seconds if args.sample_seconds is not None else protocol.sample_seconds,
-        warmup_seconds=protocol.warmup_seconds,
-        peak_seconds=protocol.peak_seconds,
-    )
+    protocol = speed.protocol_from_args(args, speed.QUICK_PROTOCOL if args.quick else GPU_PROTOCOL)
     compile_backend = None if args.no_compile else args.compile_backend
 
     verbosity = transformers.logging.get_verbosity()
