@@ -1,14 +1,12 @@
 """The training loss's output layer + cross-entropy, forward and backward: plain against the chunked pass.
 
 Usage: python -m bench.linear_cross_entropy [--rows 4096] [--hidden 128,256] [--vocab 16000]
-                                            [--chunk-rows 64,128,256,512,1024] [--pairs 7] [--no-onednn]
-                                            [--json PATH]
+                                            [--chunk-rows 64,128,256,512,1024] [--pairs 7] [--json PATH]
 
 Plain is what transformers computes: logits = h @ W^T, then cross_entropy (ForCausalLMLoss), then backward.
-Chunked is scratchformer.linear_cross_entropy with chunks of `chunk-rows` rows (the package's default is
+Chunked is scratchformer.linear_cross_entropy with softmax chunks of `chunk-rows` rows (the package's default is
 CHUNK_ELEMENTS / vocab). Rows are 4096 (batch 16 x 256 tokens, the `cpu-small` LM step) with 1 in 50 labels ignored.
 Each pair times plain, chunked, chunked, plain (ABBA); the speedup is the median of per-pair ratios plain / chunked.
---no-onednn: the chunks' logits from torch.mm (MKL) instead of oneDNN (scratchformer.compat.ONEDNN_LINEAR).
 """
 
 import argparse
@@ -18,7 +16,6 @@ from pathlib import Path
 
 import torch
 
-import scratchformer.compat as compat
 import scratchformer.linear_cross_entropy as chunked
 from bench.output_layer_cpu import ms_per_call
 
@@ -55,11 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vocab", type=int, default=16000)
     parser.add_argument("--chunk-rows", default="64,128,256,512,1024")
     parser.add_argument("--pairs", type=int, default=7)
-    parser.add_argument("--no-onednn", action="store_true", help="chunks' logits from torch.mm")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
-    default_elements, default_onednn, results = chunked.CHUNK_ELEMENTS, compat.ONEDNN_LINEAR, []
-    compat.ONEDNN_LINEAR = default_onednn and not args.no_onednn
+    default_elements, results = chunked.CHUNK_ELEMENTS, []
     print(f"{'hidden':>6} {'chunk':>6} {'plain ms':>9} {'chunked ms':>11} {'speedup':>8}")
     try:
         for hidden in map(int, args.hidden.split(",")):
@@ -69,10 +64,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{hidden:6d} {chunk_rows:6d} {r['plain_ms']:9.1f} {r['chunked_ms']:11.1f} {r['speedup']:8.2f}",
                       flush=True)
     finally:
-        chunked.CHUNK_ELEMENTS, compat.ONEDNN_LINEAR = default_elements, default_onednn
+        chunked.CHUNK_ELEMENTS = default_elements
     if args.json:
         args.json.write_text(json.dumps({"rows": args.rows, "vocab": args.vocab, "threads": torch.get_num_threads(),
-                                         "onednn": default_onednn and not args.no_onednn, "results": results},
+                                         "results": results},
                                         indent=2))
     return 0
 

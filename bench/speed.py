@@ -72,7 +72,7 @@ import transformers
 from transformers import BertConfig, BertForSequenceClassification, CompileConfig, GPT2Config, GPT2LMHeadModel
 
 from scratchformer import ScratchformerConfig, ScratchformerForCausalLM, ScratchformerForSequenceClassification
-from scratchformer.linear_cross_entropy import kept_logits
+from scratchformer.linear_cross_entropy import kept_buffers
 
 DROPOUT = 0.1  # embeddings, sublayer outputs and (unless --attention-dropout) attention weights
 NUM_LABELS = 2
@@ -453,12 +453,13 @@ def quiet_stderr():
 
 
 def resident_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor]) -> int:
-    """Bytes alive across training steps: weights, buffers, AdamW state, the batch, and the logits our chunked loss
-    keeps for the next step (linear_cross_entropy.kept_logits), which a warm step's profile no longer sees allocated."""
+    """Bytes alive across training steps: weights, buffers, AdamW state, the batch, and the logits and gradient our
+    loss keeps for the next step (linear_cross_entropy.kept_buffers), which a warm step's profile no longer sees
+    allocated."""
     state = optimizer.state.values()
-    kept = [kept_logits(p) for p in model.parameters()]
+    kept = [t for p in model.parameters() for t in kept_buffers(p).values()]
     return tensor_bytes([*model.parameters(), *model.buffers(), *(t for s in state for t in s.values()),
-                         *batch.values(), *(t for t in kept if t is not None)])
+                         *batch.values(), *kept])
 
 
 def training_memory(side: str, task: str, size: Size, attention_dropout: float = DROPOUT) -> dict:

@@ -1,46 +1,48 @@
-"""The output layer and its cross-entropy in one pass over row chunks, for training on CPU.
+"""The output layer and its cross-entropy with the gradients computed in the forward, for training on CPU.
 
 The plain way, logits = h @ W^T then cross_entropy(logits, labels), walks the [rows, vocab] logits five times:
 written by the matmul, read and rewritten by log_softmax, then again by the backward of the loss and of log_softmax.
 At the `cpu-small` LM size that is a 262 MB tensor each time, and the output layer plus its loss were ~85 % of a
-training step (bench/NOTES.md). Here each chunk of rows computes its logits, its loss and the loss's gradient while
-the chunk is still in cache, and the gradients of h and W are ready when the forward ends. The same logits are
-still returned, and a gradient that reaches them (a distillation term, say) is added in the backward.
+training step (bench/NOTES.md). Here three matmuls over all rows (the logits, d/dh and d/dW, each as fast as a
+square matmul) frame one pass over chunks of rows that takes each chunk's softmax, loss and d loss / d logits while the
+chunk is still in cache, and the gradients of h and W are ready when the forward ends. The same logits are still
+returned, and a gradient that reaches them (a distillation term, say) is added in the backward.
 `python -m bench.linear_cross_entropy` measures it against the plain way (bench/NOTES.md).
 """
 
 import torch
 from torch.utils.weak import WeakIdKeyDictionary
 
-from .compat import cpu_rows_times_weight_t, is_plain_cpu_linear, storage_users, tracing_may_break_the_graph
+from .compat import is_plain_cpu_linear, storage_users, tracing_may_break_the_graph
 
-CHUNK_ELEMENTS = 1 << 22  # logits per chunk (16 MB in fp32; 262 rows of a 16k vocabulary): measured best 256-512 rows
-
-
-# The logits of the last training step, per output-layer weight, kept for the next step (weakly keyed: a deleted
-# model takes its buffer with it). A [rows, vocab] tensor is larger than glibc maps from its heap (32 MB), so a new
-# one comes fresh from the OS each step, and writing it page-faults every 4 KB of it again: 4-6 ms per 16 MB chunk,
-# ~5 % of a compiled `large` LM step (bench/NOTES.md, "Page faults of the logits"). The price is that one [rows,
-# vocab] tensor stays allocated between training steps.
-_kept_logits = WeakIdKeyDictionary()
+CHUNK_ELEMENTS = 1 << 22  # logits per softmax chunk (16 MB in fp32; 262 rows of a 16k vocabulary)
 
 
-def logits_buffer(hidden: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """An uninitialised [rows, vocab] tensor for the logits of hidden @ weight^T: the one this weight's last training
-    step filled, when it has the shape and dtype and nothing else holds its memory any more (no outputs, logits or
-    views of them kept by the caller), else a new one, which is kept in its place."""
+# Per output-layer weight, the [rows, vocab] tensors of its last training step, kept for the next one: the logits and
+# d loss / d logits (weakly keyed: a deleted model takes them with it). A tensor that size is larger than glibc maps
+# from its heap (32 MB), so a new one comes fresh from the OS each step, and writing it page-faults every 4 KB of it
+# again: 4-6 ms per 16 MB, ~5 % of a compiled `large` LM step each (bench/NOTES.md, "Page faults of the logits"). The
+# price is that two such tensors stay allocated between training steps.
+_kept_buffers = WeakIdKeyDictionary()
+
+
+def step_buffer(name: str, hidden: torch.Tensor, weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialised [rows, vocab] tensor for this step's `name` ("logits" or "gradient") of hidden @ weight^T: the
+    one this weight's last training step used, when it has the shape and dtype and nothing else holds its memory any
+    more (no outputs, logits or views of them kept by the caller), else a new one, which is kept in its place."""
     shape = (hidden.shape[0], weight.shape[0])
-    kept = _kept_logits.get(weight)
-    if (kept is None or kept.shape != shape or kept.dtype != hidden.dtype or kept.device != hidden.device
+    buffers = _kept_buffers.setdefault(weight, {})
+    kept = buffers.get(name)
+    if (kept is None or kept.shape != shape or kept.dtype != dtype or kept.device != hidden.device
             or storage_users(kept) != 1):
-        kept = hidden.new_empty(shape)
-        _kept_logits[weight] = kept
+        kept = hidden.new_empty(shape, dtype=dtype)
+        buffers[name] = kept
     return kept.detach()  # an alias: autograd attaches this step's history to it, never to the kept tensor
 
 
-def kept_logits(weight: torch.Tensor) -> torch.Tensor | None:
-    """The logits tensor kept between training steps for this output-layer weight (memory accounting), if any."""
-    return _kept_logits.get(weight)
+def kept_buffers(weight: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The tensors kept between training steps for this output-layer weight, by name (memory accounting)."""
+    return dict(_kept_buffers.get(weight, {}))
 
 
 class LinearCrossEntropy(torch.autograd.Function):
@@ -54,24 +56,20 @@ class LinearCrossEntropy(torch.autograd.Function):
         # Per row, 1/denominator for real tokens and 0 for ignored ones: d(mean loss)/d(row's loss).
         row_weight = real.to(torch.float32) / denominator.to(device=hidden.device, dtype=torch.float32)
         targets = labels.masked_fill(~real, 0)
-        logits = logits_buffer(hidden, weight)
-        hidden_grad = torch.empty_like(hidden)
-        # A frozen output layer (PEFT's LoRA freezes the tied embeddings) skips a third of the matmuls, as autograd would.
-        weight_grad = torch.zeros_like(weight, dtype=torch.float32) if ctx.needs_input_grad[1] else None
+        # Three matmuls over all rows run at 1.1-1.3x the rate of the same products over 262-row chunks (K = 256 or
+        # 128 makes a chunk's product memory-bound), and 1.06x (`large`) to 1.16x (`cpu-small`) faster LM training
+        # steps (bench/NOTES.md, "Matmuls over all rows"). The price is the second kept tensor, `gradient`.
+        logits = torch.mm(hidden, weight.t(), out=step_buffer("logits", hidden, weight, hidden.dtype))
+        gradient = step_buffer("gradient", hidden, weight, torch.float32)  # d loss / d logits, in fp32 as the loss
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         step = max(1, CHUNK_ELEMENTS // weight.shape[0])
-        # One softmax output for every chunk: a new 16 MB tensor per chunk came fresh from the OS each time (glibc hands
-        # freed blocks this size back), and its page faults made softmax 5x slower inside a step (bench/NOTES.md).
-        probabilities_buffer = hidden.new_empty(min(step, hidden.shape[0]), weight.shape[0], dtype=torch.float32)
         for start in range(0, hidden.shape[0], step):
             rows = slice(start, start + step)
-            chunk = cpu_rows_times_weight_t(hidden[rows], weight)
-            logits[rows] = chunk
-            chunk = chunk.float()  # the loss in fp32, as transformers'
+            chunk = logits[rows].float()  # the loss in fp32, as transformers'
             chunk_targets, chunk_weight = targets[rows, None], row_weight[rows, None]
             # One softmax kernel gives both: the loss -log p(target), and d loss / d logits = softmax - one_hot(target)
             # (times the row weight). 3-4x faster than log_softmax's passes (bench/NOTES.md).
-            probabilities = torch.softmax(chunk, dim=-1, out=probabilities_buffer[: chunk.shape[0]])
+            probabilities = torch.softmax(chunk, dim=-1, out=gradient[rows])
             target_probabilities = probabilities.gather(1, chunk_targets)
             row_losses = -target_probabilities.log()
             underflow = target_probabilities < 1e-30  # too small for fp32's log to be exact: those rows the long way
@@ -80,11 +78,12 @@ class LinearCrossEntropy(torch.autograd.Function):
                 tiny = chunk[where]
                 row_losses[where] = torch.logsumexp(tiny, -1, keepdim=True) - tiny.gather(1, chunk_targets[where])
             total += (row_losses * chunk_weight).sum()
-            chunk_grad = probabilities.mul_(chunk_weight).scatter_add_(1, chunk_targets, -chunk_weight).to(hidden.dtype)
-            hidden_grad[rows] = chunk_grad @ weight
-            if weight_grad is not None:
-                weight_grad.addmm_(chunk_grad.t().float(), hidden[rows].float())
-        ctx.save_for_backward(hidden, weight, hidden_grad, None if weight_grad is None else weight_grad.to(weight.dtype))
+            probabilities.mul_(chunk_weight).scatter_add_(1, chunk_targets, -chunk_weight)
+        gradient = gradient.to(hidden.dtype)
+        hidden_grad = gradient @ weight
+        # A frozen output layer (PEFT's LoRA freezes the tied embeddings) skips a third of the matmuls, as autograd would.
+        weight_grad = gradient.t() @ hidden if ctx.needs_input_grad[1] else None
+        ctx.save_for_backward(hidden, weight, hidden_grad, weight_grad)
         return total, logits
 
     @staticmethod

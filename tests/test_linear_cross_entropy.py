@@ -8,7 +8,6 @@ import torch
 from conftest import tiny_config
 from test_seq2seq import seq2seq_config
 
-import scratchformer.compat as compat
 import scratchformer.linear_cross_entropy as chunked
 import scratchformer.modeling_scratchformer as modeling
 from scratchformer import ScratchformerForCausalLM, ScratchformerForConditionalGeneration
@@ -45,14 +44,9 @@ def loss_logits_and_gradients(model, inputs, real, fused, monkeypatch, logits_te
     ({"num_items_in_batch": 7}, False),  # gradient accumulation: a sum over the whole accumulated batch's count
     ({}, True),  # a gradient reaches the logits as well as the loss
 ], ids=["mean", "num-items", "logits-used"])
-@pytest.mark.parametrize("onednn", [True, False], ids=["onednn", "mkl"])
-def test_the_chunked_training_loss_equals_the_plain_loss_logits_and_gradients(
-    head, loss_kwargs, logits_term, onednn, monkeypatch
-):
-    """Chunks of 2 rows (a remainder included), padding ignored, the tied output layer's weight trained through both
-    the embeddings and the logits: the same loss, logits and gradients of every parameter, with the chunks' logits
-    from oneDNN (compat.cpu_rows_times_weight_t) or, switched off, from torch.mm."""
-    monkeypatch.setattr(compat, "ONEDNN_LINEAR", compat.ONEDNN_LINEAR and onednn)
+def test_the_chunked_training_loss_equals_the_plain_loss_logits_and_gradients(head, loss_kwargs, logits_term, monkeypatch):
+    """Softmax chunks of 2 rows (a remainder included), padding ignored, the tied output layer's weight trained through
+    both the embeddings and the logits: the same loss, logits and gradients of every parameter."""
     torch.manual_seed(0)
     config = seq2seq_config() if head is ScratchformerForConditionalGeneration else tiny_config(pad_token_id=0)
     model = head(config.__class__(**{**config.to_dict(), "hidden_dropout_prob": 0.0})).train()
@@ -127,9 +121,10 @@ def test_a_label_outside_the_vocabulary_is_one_clear_error():
 
 
 def test_a_training_step_reuses_the_last_steps_logits_memory_only_when_nothing_holds_it():
-    """The logits tensor is kept between training steps (it is too large for the heap: a fresh one is page-faulted in
-    each step). A step reuses it when its caller let go of the last outputs, and takes new memory while any output,
-    logits or view of them is still held, whose values then stay intact; the kept tensor carries no autograd history."""
+    """The logits and d loss / d logits are kept between training steps (too large for the heap: fresh ones are
+    page-faulted in each step). A step reuses the logits' memory when its caller let go of the last outputs, and takes
+    new memory while any output, logits or view of them is still held, whose values then stay intact; the gradient,
+    never handed out, is always reused. The kept tensors carry no autograd history."""
     torch.manual_seed(0)
     model = ScratchformerForCausalLM(tiny_config(pad_token_id=0, hidden_dropout_prob=0.0)).train()
     inputs, _ = padded_inputs(ScratchformerForCausalLM)
@@ -143,8 +138,11 @@ def test_a_training_step_reuses_the_last_steps_logits_memory_only_when_nothing_h
 
     first = step()
     first_logits, first_address = first.logits.detach().clone(), first.logits.data_ptr()
-    kept = chunked.kept_logits(weight)
-    assert kept is not None and kept.data_ptr() == first_address and kept.grad_fn is None and not kept.requires_grad
+    kept = chunked.kept_buffers(weight)
+    assert set(kept) == {"logits", "gradient"}
+    assert kept["logits"].data_ptr() == first_address
+    assert all(tensor.grad_fn is None and not tensor.requires_grad for tensor in kept.values())
+    gradient_address = kept["gradient"].data_ptr()
     second = step()  # `first` still held: new memory, and the first step's logits are untouched
     assert second.logits.data_ptr() != first_address
     torch.testing.assert_close(first.logits.detach(), first_logits)
@@ -157,12 +155,13 @@ def test_a_training_step_reuses_the_last_steps_logits_memory_only_when_nothing_h
     del view, third
     fourth = step()  # nothing held: the same memory again, with the same values as a fresh computation
     assert fourth.logits.data_ptr() == third_address
+    assert chunked.kept_buffers(weight)["gradient"].data_ptr() == gradient_address  # never handed out: always reused
     torch.testing.assert_close(fourth.logits.detach(), third_logits)
     del fourth
     fewer_rows = {key: value[:2] for key, value in inputs.items()}  # another shape: new memory
     assert model(**fewer_rows).logits.data_ptr() != third_address
     # The model's deletion frees what was kept for it.
-    kept_now = weakref.ref(chunked.kept_logits(weight))
+    kept_now = [weakref.ref(tensor) for tensor in chunked.kept_buffers(weight).values()]
     del weight, kept, model
     gc.collect()
-    assert kept_now() is None
+    assert [ref() for ref in kept_now] == [None, None]
