@@ -123,7 +123,7 @@ class Dropout(nn.Dropout):
 # and 1.1x faster for 256-1024 rows (`python -m bench.output_layer_cpu`, bench/NOTES.md "The output layer's matmul
 # layout"). oneDNN's matmul beats both from 32 rows, so eager CPU work takes it there (cpu_rows_times_weight_t, below).
 # One row under torch.compile (a batch-1 decoding step) is a product and a sum instead, which inductor
-# fuses. A training forward with labels takes linear_cross_entropy.py's chunked pass instead.
+# fuses. A training forward with labels takes linear_cross_entropy.py's fused pass instead.
 
 
 def is_plain_cpu_linear(module: torch.nn.Module) -> bool:

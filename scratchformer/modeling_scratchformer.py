@@ -827,7 +827,7 @@ def vocabulary_logits_and_loss(
     model: PreTrainedModel, hidden_states: torch.Tensor, labels: torch.Tensor | None, next_token_labels: bool, **kwargs
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Logits over the vocabulary (`model.lm_head`) and, given labels, their cross-entropy (`model.loss_function`).
-    Training on CPU computes both in one chunked pass (linear_cross_entropy.py): the same values, 1.3-1.5x faster.
+    Training on CPU computes both in one fused pass (linear_cross_entropy.py): the same values, 1.4-1.8x faster.
     `next_token_labels`: the labels are the inputs themselves, so position t is scored on label t + 1."""
     if labels is not None and labels.shape == hidden_states.shape[:-1] and fused_loss_applies(model.lm_head, hidden_states):
         ignore_index = kwargs.get("ignore_index", -100)
