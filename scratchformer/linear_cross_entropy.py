@@ -56,9 +56,9 @@ class LinearCrossEntropy(torch.autograd.Function):
         # Per row, 1/denominator for real tokens and 0 for ignored ones: d(mean loss)/d(row's loss).
         row_weight = real.to(torch.float32) / denominator.to(device=hidden.device, dtype=torch.float32)
         targets = labels.masked_fill(~real, 0)
-        # Three matmuls over all rows run at 1.1-1.3x the rate of the same products over 262-row chunks (K = 256 or
-        # 128 makes a chunk's product memory-bound), and 1.06x (`large`) to 1.16x (`cpu-small`) faster LM training
-        # steps (bench/NOTES.md, "Matmuls over all rows"). The price is the second kept tensor, `gradient`.
+        # Three matmuls over all rows (logits, d/dh, d/dW) run at 1.1-1.3x the rate of the same products over 262-row
+        # chunks: 1.06x (`large`) to 1.16x (`cpu-small`) faster LM training steps (bench/NOTES.md, "Matmuls over all
+        # rows in the training loss"). The price is the second kept tensor, `gradient`.
         logits = torch.mm(hidden, weight.t(), out=step_buffer("logits", hidden, weight, hidden.dtype))
         gradient = step_buffer("gradient", hidden, weight, torch.float32)  # d loss / d logits, in fp32 as the loss
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
