@@ -46,8 +46,8 @@ used for ours and theirs, so the MFU ratio equals the training-throughput ratio.
 
 Peak memory: torch.profiler(profile_memory=True) records every torch CPU allocation and free during one warm
 training step (the AdamW state already exists); the running sum of those events gives the step's peak on top of
-what was alive before it. Adding the bytes of the weights, the AdamW state, the batch and the logits tensor our
-chunked loss keeps between steps gives the peak of the whole training state. This is deterministic, runs in-process,
+what was alive before it. Adding the bytes of the weights, the AdamW state, the batch and the logits and gradient
+tensors our loss keeps between steps gives the peak of the whole training state. This is deterministic, runs in-process,
 and counts exactly the tensors the model code causes (not allocator caching or Python objects), which tracemalloc
 cannot see and RSS blurs.
 """
