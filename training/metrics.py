@@ -19,18 +19,25 @@ class Accuracy(evaluate.Metric):
 
 
 class F1(evaluate.Metric):
-    """Binary F1 of the positive class (label 1)."""
+    """F1: of the positive class (label 1) with two labels, the macro average over labels with more."""
+
+    def __init__(self, num_labels: int = 2, **kwargs):
+        super().__init__(**kwargs)
+        self.num_labels = num_labels
 
     def _info(self):
         return evaluate.MetricInfo(description=self.__doc__, citation="", inputs_description="", features=_FEATURES)
 
     def _compute(self, predictions, references):
-        return {"f1": float(f1_score(references, predictions, pos_label=1, average="binary"))}
+        if self.num_labels <= 2:
+            return {"f1": float(f1_score(references, predictions, pos_label=1, average="binary"))}
+        return {"f1": float(f1_score(references, predictions, labels=list(range(self.num_labels)), average="macro",
+                                     zero_division=0))}
 
 
-def classification_metrics() -> evaluate.CombinedEvaluations:
-    """Accuracy and F1 combined into one `evaluate` module."""
-    return evaluate.combine([Accuracy(), F1()])
+def classification_metrics(num_labels: int = 2) -> evaluate.CombinedEvaluations:
+    """Accuracy and F1 (binary for two labels, macro for more) combined into one `evaluate` module."""
+    return evaluate.combine([Accuracy(), F1(num_labels)])
 
 
 _TEXT_FEATURES = datasets.Features({"predictions": datasets.Value("string"), "references": datasets.Value("string")})
@@ -59,6 +66,18 @@ class ChrF(evaluate.Metric):
         return {"chrf": CHRF().corpus_score(list(predictions), [list(references)]).score}
 
 
+class Bleu(evaluate.Metric):
+    """Corpus BLEU (Papineni et al. 2002; 13a tokenization) as computed by sacrebleu, on a 0-100 scale."""
+
+    def _info(self):
+        return evaluate.MetricInfo(description=self.__doc__, citation="", inputs_description="", features=_TEXT_FEATURES)
+
+    def _compute(self, predictions, references):
+        from sacrebleu.metrics import BLEU
+
+        return {"bleu": BLEU().corpus_score(list(predictions), [list(references)]).score}
+
+
 def translation_metrics() -> evaluate.CombinedEvaluations:
-    """Exact match and chrF combined into one `evaluate` module."""
-    return evaluate.combine([ExactMatch(), ChrF()])
+    """Exact match, chrF and BLEU combined into one `evaluate` module."""
+    return evaluate.combine([ExactMatch(), ChrF(), Bleu()])
