@@ -1,5 +1,6 @@
-"""A Gradio page that shows scratchformer models at work: classify a review (with the attention behind the pooled
-vector), generate a continuation token by token, translate (with the cross-attention alignment).
+"""A Gradio page that shows scratchformer models at work: classify a text into the model's own labels (with the
+attention behind the pooled vector), generate a continuation token by token, translate (with the cross-attention
+alignment).
 
 Models load with `trust_remote_code=True` from their folders or Hub repos, so the page also runs where the
 scratchformer package is not installed.
@@ -44,6 +45,36 @@ class LoadedModel:
     task: str
     model: torch.nn.Module
     tokenizer: object
+    input_name: str = "text"  # what the classify tab calls its input: "review" for an IMDb model
+
+
+IMDB_NAMES = {"imdb", "stanfordnlp/imdb"}  # metrics.json "dataset" of the recipes' default data
+
+
+def read_metrics(source: str) -> dict:
+    """The folder's metrics.json, or {} (a Hub repo id, a folder without one, or an unreadable file)."""
+    try:
+        metrics = json.loads((Path(source) / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return metrics if isinstance(metrics, dict) else {}
+
+
+def classifier_input_name(source: str, config) -> str:
+    """The classify tab's word for its input: "review" for a movie-review (IMDb) classifier, else "text".
+    metrics.json's "dataset" says which; without one (an older run, a Hub repo) the IMDb recipe's NEGATIVE/POSITIVE
+    labels do."""
+    dataset = read_metrics(source).get("dataset")
+    if isinstance(dataset, str):
+        return "review" if dataset.strip().lower() in IMDB_NAMES else "text"
+    labels = {str(label).upper() for label in (getattr(config, "id2label", None) or {}).values()}
+    return "review" if labels == {"NEGATIVE", "POSITIVE"} else "text"
+
+
+def label_names(config) -> list[str]:
+    """The classifier's own label names, in id order (what pipeline('text-classification') answers with)."""
+    id2label = getattr(config, "id2label", None) or {}
+    return [str(id2label[key]) for key in sorted(id2label, key=int)]
 
 
 def load(source: str) -> LoadedModel:
@@ -64,7 +95,8 @@ def load(source: str) -> LoadedModel:
     tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=True)
     if task == "generate":
         tokenizer.truncation_side = "left"  # a continuation follows the end of its prompt: keep that end
-    return LoadedModel(Path(source).name or source, source, task, model, tokenizer)
+    input_name = classifier_input_name(source, config) if task == "classify" else "text"
+    return LoadedModel(Path(source).name or source, source, task, model, tokenizer, input_name)
 
 
 def checked_text(text: str | None, what: str) -> str:
@@ -128,12 +160,12 @@ def pooled_attention(attentions, attention_mask: torch.Tensor, pooling: str) -> 
 
 
 def attention_strip(weights: torch.Tensor, labels: list[str], title: str):
-    """One row of attention weights over the review's tokens, wrapped into lines of 20 tokens."""
+    """One row of attention weights over the text's tokens, wrapped into lines of 20 tokens."""
     plt = pyplot()
     per_row = 20
     rows = (len(labels) + per_row - 1) // per_row
     fig, axes = plt.subplots(rows, 1, figsize=(11, 0.9 * rows + 0.8), squeeze=False)
-    bottom, top = float(weights.min()), float(weights.max())  # the colour scale spans this review's own range
+    bottom, top = float(weights.min()), float(weights.max())  # the colour scale spans this text's own range
     for r, ax in enumerate(axes[:, 0]):
         part = weights[r * per_row : (r + 1) * per_row]
         ax.imshow(part[None].numpy(), cmap="viridis", vmin=bottom, vmax=top, aspect="auto")
@@ -147,8 +179,9 @@ def attention_strip(weights: torch.Tensor, labels: list[str], title: str):
 
 
 def classify(loaded: LoadedModel, text: str, layer: int, head: str):
-    """Label and score from pipeline('text-classification'), the heat-map, and a message (truncation)."""
-    text = checked_text(text, "review")
+    """Label and score from pipeline('text-classification') (the model's own label names), the heat-map, and a
+    message (truncation)."""
+    text = checked_text(text, loaded.input_name)
     config = loaded.model.config
     limit = config.max_position_embeddings
     classifier = pipeline("text-classification", model=loaded.model, tokenizer=loaded.tokenizer)
@@ -305,8 +338,9 @@ def build(models: list[LoadedModel]):
             ]))
             if loaded.task == "classify":
                 with gr.Tab(f"Classify ({loaded.name})", elem_id="tab-classify"):
-                    gr.Markdown(header)
-                    text = gr.Textbox(label="Review", lines=5, elem_id="classify-text")
+                    labels = label_names(config)
+                    gr.Markdown(header + (" · labels: " + ", ".join(f"`{name}`" for name in labels) if labels else ""))
+                    text = gr.Textbox(label=loaded.input_name.capitalize(), lines=5, elem_id="classify-text")
                     with gr.Row():
                         layers = getattr(config, "num_hidden_layers", 1)
                         layer = gr.Slider(1, layers, value=layers, step=1, label="layer")

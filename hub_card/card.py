@@ -1,9 +1,11 @@
 """Build a Hugging Face model card (README.md) for a saved scratchformer folder from its config and metrics.json.
 
 Everything that differs between kinds of model lives in tables: HEADS (config.json "architectures" -> pipeline tag,
-Auto class, usage snippet, architecture rows, and how to find its Corpus), Corpus values (IMDB; a translation run's
-from TRANSLATION_DATA by metrics.json's "dataset": metadata, model-index dataset, limitations, citation) and
-METRICS (metrics.json key -> model-index metric).
+Auto class, usage snippet, architecture rows, and how to find its Corpus), Corpus values (IMDB when metrics.json
+names no "dataset" or names IMDb; a user's own data from metrics.json's "dataset", "hub_dataset", "labels",
+"examples", "eval_split"; a translation run's from TRANSLATION_DATA: metadata, model-index dataset, wording,
+limitations, citation), METRICS (metrics.json key -> model-index metric) and BASELINES / "compressors" (the
+reference floors a recipe measured on the same split).
 """
 
 from __future__ import annotations
@@ -126,8 +128,14 @@ def _text(value: Any) -> str | None:
     return None
 
 
+# Buffers the model saves with its weights (the n-gram path's naive-Bayes ratios and word-piece table): stored in the
+# safetensors, but not parameters (model.num_parameters() leaves them out, and so does the card).
+SAVED_BUFFERS = ("log_count_ratio", "word_pieces")
+
+
 def count_parameters(model_dir: str | os.PathLike) -> int | None:
-    """Number of stored weights, read from the safetensors header(s) without loading tensors (None if unreadable)."""
+    """Number of stored parameters, read from the safetensors header(s) without loading tensors (None if unreadable);
+    the saved buffers (SAVED_BUFFERS) are not counted, so this equals model.num_parameters()."""
     model_dir = Path(model_dir)
     index = model_dir / "model.safetensors.index.json"
     if index.is_file():
@@ -141,7 +149,7 @@ def count_parameters(model_dir: str | os.PathLike) -> int | None:
                 (header_len,) = struct.unpack("<Q", handle.read(8))
                 header = json.loads(handle.read(header_len))
             for name, info in header.items():
-                if name != "__metadata__":
+                if name != "__metadata__" and name.rsplit(".", 1)[-1] not in SAVED_BUFFERS:
                     total += math.prod(info["shape"])
     except (OSError, ValueError, KeyError, TypeError, struct.error):
         return None
@@ -180,9 +188,14 @@ class Corpus:
     hub_datasets: tuple[str, ...] = ()  # card metadata `datasets:` (Hub ids only)
     language: str | list[str] | None = None  # card metadata `language:`
     dataset_config: str | None = None  # model-index dataset config (a language pair)
-    subject: str = ""  # fills {subject} in a head's description
-    examples: tuple[str, ...] = ()  # fills {examples} in a usage snippet
+    subject: str = ""  # fills {subject} in a head's description: what text the model reads
+    examples: tuple[str, ...] = ()  # inputs for the usage snippets ({examples}: all, {example}: the first)
     results_note: str | None = None  # markdown below the results table
+    classifier: str = "a text classifier"  # fills {classifier}: a classifier's description
+    prompts: tuple[str, ...] = ("The",)  # beginnings a language model's snippet continues ({prompt}, {masked})
+    noun: str = "texts"  # what one example is, in the plural ("reviews")
+    label_limitation: str = ""  # fills {label_limitation}: a classifier's limitations line about its labels
+    generated_like: str = "like its training text"  # fills {generated_like}: "Generated text is <...> but ..."
 
 
 IMDB = Corpus(
@@ -198,7 +211,16 @@ IMDB = Corpus(
         "- It learns the opinions, slang and biases present in IMDb reviews; do not use it for decisions about people.",
     ),
     citation=f"The IMDb dataset:\n\n```bibtex\n{IMDB_BIBTEX}\n```\n",
+    subject="English movie-review text",
+    classifier="a sentiment classifier for English movie reviews",
+    examples=("A moving story with wonderful acting.",),
+    prompts=("This movie was",),
+    noun="reviews",
+    label_limitation="- Two classes only (negative / positive): mixed, sarcastic or neutral reviews are often misread.",
+    generated_like="review-like",
 )
+# metrics.json "dataset" values (lower-cased) that mean the recipes' default data; no "dataset" key means it too.
+IMDB_NAMES = {"imdb", "stanfordnlp/imdb"}
 NUM2WORDS_URL = "https://github.com/savoirfairelinux/num2words"
 TRANSFORMER_CITATION = f"The Transformer (Vaswani et al., 2017):\n\n```bibtex\n{TRANSFORMER_BIBTEX}\n```\n"
 
@@ -312,13 +334,115 @@ def _translation_corpus(metrics: dict[str, Any], model_dir: Path) -> Corpus:
     return TRANSLATION_DATA.get(dataset, _parallel_text)(dataset or "unknown data", languages, metrics, model_dir)
 
 
-def _imdb_corpus(metrics: dict[str, Any], model_dir: Path) -> Corpus:
-    return IMDB
+def _is_imdb(metrics: dict[str, Any]) -> bool:
+    """Whether a classifier's or language model's data is IMDb: the recipes' default (and any older metrics.json,
+    which names no dataset)."""
+    dataset = _text(metrics.get("dataset"))
+    return dataset is None or dataset.lower() in IMDB_NAMES
+
+
+def _eval_split(metrics: dict[str, Any]) -> str:
+    """The split the results were measured on: metrics.json's "eval_split", else the test split."""
+    return _text(metrics.get("eval_split")) or "test"
+
+
+def _examples(metrics: dict[str, Any], longest: int = 200) -> tuple[str, ...]:
+    """Up to 3 of metrics.json's "examples" (texts from the evaluation data), each cut at a space to `longest` chars."""
+    values = metrics.get("examples")
+    if isinstance(values, str):
+        values = [values]
+    shown = []
+    for value in values if isinstance(values, list) else []:
+        text = _text(value)
+        if text is None:
+            continue
+        if len(text) > longest:
+            text = text[:longest].rsplit(" ", 1)[0].rstrip() or text[:longest]
+        shown.append(text)
+    return tuple(shown[:3])
+
+
+def label_names(metrics: dict[str, Any], model_dir: Path) -> list[str]:
+    """A classifier's label names in id order: metrics.json's "labels", else config.json's id2label ([] if neither)."""
+    labels = metrics.get("labels")
+    if isinstance(labels, list) and labels and all(isinstance(v, (str, int)) and not isinstance(v, bool)
+                                                   for v in labels):
+        return [str(v) for v in labels]
+    try:
+        id2label = read_json(model_dir / "config.json").get("id2label")
+        return [str(v) for _, v in sorted(id2label.items(), key=lambda kv: int(kv[0]))]
+    except (OSError, ValueError, AttributeError, TypeError):
+        return []
+
+
+def _listed(names: list[str], most: int = 10) -> str:
+    """`a`, `b`, `c` (the first `most` names, then how many more)."""
+    shown = ", ".join(f"`{name}`" for name in names[:most])
+    return shown + (f" and {len(names) - most:,} more" if len(names) > most else "")
+
+
+def _user_data(metrics: dict[str, Any], model_dir: Path, classifier: bool) -> Corpus:
+    """A user's own data (training/classify.py or training/lm.py given --train-file / --dataset): a local file or
+    folder, or a `datasets` id (a Hub dataset when metrics.json has "hub_dataset")."""
+    dataset = _text(metrics.get("dataset")) or "unknown data"
+    hub_id = _text(metrics.get("hub_dataset"))
+    ref = f"[{hub_id}](https://huggingface.co/datasets/{hub_id})" if hub_id else f"`{dataset}`"
+    unit = "examples" if classifier else "texts"
+    split = _eval_split(metrics)
+    if split == "test":
+        measured_on = f"the `test` split of {ref}" + _count(metrics, "test_samples", f" ({{:,}} {unit})")
+        no_test = ()
+    else:
+        held_out = _count(metrics, "validation_samples", f"{{:,}} {unit} ")
+        measured_on = (f"the `{split}` split: {held_out}held out from the training data of {ref}, which has no test "
+                       "set. The same split also chose the checkpoint that was kept, so these figures may be optimistic")
+        no_test = (f"- There was no test set: the results are on a `{split}` split carved from the training data, which "
+                   "also guided training. Expect lower figures on new data.",)
+    labels = label_names(metrics, model_dir) if classifier else []
+    notes = None
+    if len(labels) > 2:
+        notes = f"F1 is the macro average over the {len(labels)} labels.\n"
+    elif len(labels) == 2:
+        notes = f"F1 is that of the label `{labels[1]}` (label 1).\n"
+    examples = _examples(metrics)
+    return Corpus(
+        name=hub_id or dataset,
+        dataset_type=hub_id or dataset,
+        hub_datasets=(hub_id,) if hub_id else (),
+        subject=f"the texts of {ref}",
+        classifier=f"a text classifier with {len(labels)} labels ({_listed(labels)})" if labels else "a text classifier",
+        examples=examples or ("Your text here.",),
+        prompts=examples or ("The",),
+        trained_on=(f"the labelled texts {ref}" + _count(metrics, "train_samples", " ({:,} training examples)")
+                    if classifier else f"the texts {ref}" + _count(metrics, "train_samples", " ({:,} training texts)")),
+        measured_on=measured_on.replace("{", "{{").replace("}", "}}"),
+        results_note=notes,
+        limitations=(
+            f"- Small model trained from scratch on one data set only ({ref}). Expect it to do worse on text unlike "
+            f"its training {unit}: other topics, other languages, another style of writing.",
+            "- It learns the errors and biases of its training data; check it on cases of your own before relying on "
+            "it, and do not use it for decisions about people.",
+        ) + no_test,
+        label_limitation=(f"- It always answers with one of its {len(labels)} labels, even for a text that fits none "
+                          "of them." if labels else ""),
+        citation=f"{TRANSFORMER_CITATION}\nThe training data is {ref}: unless it is your own, cite it as its authors "
+                 "ask.\n",
+    )
+
+
+def _classifier_corpus(metrics: dict[str, Any], model_dir: Path) -> Corpus:
+    return IMDB if _is_imdb(metrics) else _user_data(metrics, model_dir, classifier=True)
+
+
+def _text_corpus(metrics: dict[str, Any], model_dir: Path) -> Corpus:
+    """The corpus of a language model (or a bare encoder): IMDb, or the user's texts."""
+    return IMDB if _is_imdb(metrics) else _user_data(metrics, model_dir, classifier=False)
 
 
 @dataclass(frozen=True)
 class Usage:
-    """A head's usage snippet: lines after loading tokenizer and model ({mask}, {examples} are filled in)."""
+    """A head's usage snippet: lines after loading tokenizer and model ({examples}, {example}, {prompt}, {masked},
+    {truncation} are filled in: JSON strings of the corpus's inputs, and the tokenizer's truncation argument)."""
 
     direct: str
     pipe: str | None = None  # pipeline() lines, where transformers has a pipeline for the task
@@ -354,57 +478,58 @@ class Head:
 
     pipeline_tag: str
     auto_class: str
-    description: str  # what the model is ({subject} comes from the corpus)
+    description: str  # what the model is ({subject}, {classifier} come from the corpus)
     usage: Usage
-    corpus: Callable[[dict[str, Any], Path], Corpus] = _imdb_corpus
+    corpus: Callable[[dict[str, Any], Path], Corpus] = _text_corpus
     layer_rows: tuple[tuple[str, str], ...] = (("num_hidden_layers", "Layers"),)  # config key, label
     extra_rows: Callable[[dict[str, Any]], list[tuple[str, Any]]] = lambda config: []
-    limitation: str | None = None  # a limitations line of this head
+    limitation: str | None = None  # a limitations line of this head ({label_limitation}, {generated_like})
 
 
 # Head class suffix (config.json "architectures") -> Head.
 HEADS = {
     "ForSequenceClassification": Head(
         "text-classification", "AutoModelForSequenceClassification",
-        "a sentiment classifier for English movie reviews",
+        "{classifier}",
         Usage(
-            'inputs = tokenizer("A moving story with wonderful acting.", return_tensors="pt", truncation=True)\n'
+            'inputs = tokenizer({example}, return_tensors="pt"{truncation})\n'
             "with torch.no_grad():\n"
             "    logits = model(**inputs).logits\n"
             "print(model.config.id2label[logits.argmax(-1).item()])\n",
             'classifier = pipeline("text-classification", model=repo, trust_remote_code=True)\n'
-            'print(classifier("A moving story with wonderful acting.", truncation=True))\n',
+            'print(classifier({example}{truncation}))\n',
         ),
+        corpus=_classifier_corpus,
         extra_rows=_classifier_rows,
-        limitation="- Two classes only (negative / positive): mixed, sarcastic or neutral reviews are often misread.",
+        limitation="{label_limitation}",
     ),
     "ForCausalLM": Head(
         "text-generation", "AutoModelForCausalLM",
-        "a causal (left-to-right) language model of English movie-review text",
+        "a causal (left-to-right) language model of {subject}",
         Usage(
-            'inputs = tokenizer("This movie was", return_tensors="pt")\n'
+            'inputs = tokenizer({prompt}, return_tensors="pt")\n'
             "output = model.generate(**inputs, max_new_tokens=40, do_sample=False)\n"
             "print(tokenizer.decode(output[0], skip_special_tokens=True))\n",
             'generator = pipeline("text-generation", model=repo, trust_remote_code=True)  # the saved decoding\n'
-            'print(generator("This movie was")[0]["generated_text"])\n',
+            'print(generator({prompt})[0]["generated_text"])\n',
         ),
         extra_rows=_tied_row("Tied input/output embeddings"),
-        limitation="- Generated text is review-like but can be repetitive or incoherent, and it is not factual.",
+        limitation="- Generated text is {generated_like} but can be repetitive or incoherent, and it is not factual.",
     ),
     "ForMaskedLM": Head(
         "fill-mask", "AutoModelForMaskedLM",
-        "a masked language model of English movie-review text",
+        "a masked language model of {subject}",
         Usage(
-            'inputs = tokenizer("This movie was {mask}.", return_tensors="pt")\n'
+            'inputs = tokenizer({masked}, return_tensors="pt")\n'
             "with torch.no_grad():\n"
             "    logits = model(**inputs).logits\n"
             "masked = inputs.input_ids[0].tolist().index(tokenizer.mask_token_id)\n"
             "print(tokenizer.decode(logits[0, masked].argmax()))\n",
             'fill = pipeline("fill-mask", model=repo, trust_remote_code=True)\n'
-            'print(fill("This movie was {mask}."))\n',
+            'print(fill({masked}))\n',
         ),
         extra_rows=_tied_row("Tied input/output embeddings"),
-        limitation="- Generated text is review-like but can be repetitive or incoherent, and it is not factual.",
+        limitation="- Generated text is {generated_like} but can be repetitive or incoherent, and it is not factual.",
     ),
     "ForConditionalGeneration": Head(
         "translation", "AutoModelForSeq2SeqLM",
@@ -424,14 +549,14 @@ HEADS = {
     ),
 }
 BASE_HEAD = Head(
-    "feature-extraction", "AutoModel", "an encoder that turns English movie-review text into vectors",
+    "feature-extraction", "AutoModel", "an encoder that turns {subject} into vectors",
     Usage(
-        'inputs = tokenizer("A moving story with wonderful acting.", return_tensors="pt")\n'
+        'inputs = tokenizer({example}, return_tensors="pt")\n'
         "with torch.no_grad():\n"
         "    vectors = model(**inputs).last_hidden_state\n"
         "print(vectors.shape)\n",
         'extractor = pipeline("feature-extraction", model=repo, trust_remote_code=True)\n'
-        'print(len(extractor("A moving story with wonderful acting.")[0]))\n',
+        'print(len(extractor({example})[0]))\n',
     ),
 )
 HEAD_TASKS = {head.pipeline_tag for head in HEADS.values()}
@@ -471,7 +596,7 @@ def _reported(metrics: dict[str, Any]) -> list[tuple[Metric, int | float]]:
 def _eval_results(metrics: dict[str, Any], task: str, corpus: Corpus) -> list[EvalResult]:
     """One EvalResult per metric present in metrics.json."""
     # The corpus's official test split unless metrics.json says otherwise (optional "eval_split" key).
-    split = _text(metrics.get("eval_split")) or "test"
+    split = _eval_split(metrics)
     return [
         EvalResult(
             task_type=task if task in HEAD_TASKS else metric.task,
@@ -488,11 +613,26 @@ def _eval_results(metrics: dict[str, Any], task: str, corpus: Corpus) -> list[Ev
     ]
 
 
-def _usage(head: Head, repo: str, tokenizer_config: dict[str, Any], corpus: Corpus) -> str:
+def _cuts_long_inputs(head: Head, config: dict[str, Any]) -> bool:
+    """Whether the model cuts long inputs itself (a classifier with classifier_head_tokens: first and last tokens)."""
+    return (head.pipeline_tag == "text-classification" and isinstance(config.get("classifier_head_tokens"), int)
+            and isinstance(config.get("max_position_embeddings"), int))
+
+
+def _usage(head: Head, repo: str, tokenizer_config: dict[str, Any], corpus: Corpus, config: dict[str, Any]) -> str:
     """Markdown: how to load the model with the Auto classes (and with pipeline() where there is one)."""
     mask = tokenizer_config.get("mask_token")
     mask = mask.get("content") if isinstance(mask, dict) else mask
-    fields = {"mask": mask or "<mask>", "examples": json.dumps(list(corpus.examples), ensure_ascii=False)}
+    example = corpus.examples[0] if corpus.examples else "Your text here."
+    prompt = corpus.prompts[0] if corpus.prompts else "The"
+    fields = {
+        "examples": json.dumps(list(corpus.examples), ensure_ascii=False),
+        "example": json.dumps(example, ensure_ascii=False),
+        "prompt": json.dumps(prompt, ensure_ascii=False),
+        "masked": json.dumps(f"{prompt} {mask or '<mask>'}.", ensure_ascii=False),
+        # A model that keeps the first and last tokens of a long text itself must get the whole text.
+        "truncation": "" if _cuts_long_inputs(head, config) else ", truncation=True",
+    }
     load = (
         f'repo = "{repo}"\n'
         "tokenizer = AutoTokenizer.from_pretrained(repo, trust_remote_code=True)\n"
@@ -512,6 +652,16 @@ def _usage(head: Head, repo: str, tokenizer_config: dict[str, Any], corpus: Corp
     )
 
 
+def ngram_table(config: dict[str, Any]) -> tuple[int, int] | None:
+    """(buckets, labels) of a classifier's n-gram path, whose table holds buckets x labels weights; None without one."""
+    buckets = config.get("ngram_buckets")
+    if not isinstance(buckets, int) or isinstance(buckets, bool) or buckets <= 0:
+        return None
+    id2label = config.get("id2label")
+    labels = len(id2label) if isinstance(id2label, dict) and id2label else config.get("num_labels", 2)
+    return (buckets, labels) if isinstance(labels, int) and labels > 0 else None
+
+
 def _architecture(config: dict[str, Any], head_class: str | None, head: Head, n_params: int | None) -> str:
     """Markdown table of the sizes read from config.json (rows whose key is absent are skipped)."""
     rows = [("Head", f"`{head_class}`" if head_class else None)]
@@ -520,7 +670,13 @@ def _architecture(config: dict[str, Any], head_class: str | None, head: Head, n_
         rows.append((label, f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else value))
     rows += head.extra_rows(config)
     if n_params is not None:
-        rows.append(("Parameters", f"{n_params:,} ({_human_count(n_params)})"))
+        value = f"{n_params:,} ({_human_count(n_params)})"
+        table = ngram_table(config) if head.pipeline_tag == "text-classification" else None
+        if table:
+            buckets, labels = table
+            value += (f", of which {buckets * labels:,} ({_human_count(buckets * labels)}) in the n-gram table "
+                      f"({buckets:,} buckets × {labels} labels)")
+        rows.append(("Parameters", value))
     lines = ["| | |", "|---|---|"] + [f"| {label} | {value} |" for label, value in rows if value is not None]
     return "\n".join(lines) + "\n"
 
@@ -537,25 +693,81 @@ def _training(metrics: dict[str, Any]) -> str | None:
     wall = _number(metrics.get("wall_time_s"))
     if wall is not None:
         items.append(f"- Wall time: {_duration(wall)} ({wall:.0f} s)")
-    for key, label in (("train_samples", "Training examples"), ("test_samples", "Evaluation examples")):
+    split = _eval_split(metrics)
+    evaluated = "test_samples" if split == "test" else "validation_samples"
+    for key, label in (("train_samples", "Training examples"), (evaluated, "Evaluation examples")):
         value = _number(metrics.get(key))
         if value is not None:
-            items.append(f"- {label}: {value:,}")
+            items.append(f"- {label}: {value:,}" + ("" if key != evaluated or split == "test" else f" (`{split}`)"))
+    notes = metrics.get("data_notes")
+    notes = [_text(note) for note in notes] if isinstance(notes, list) else []
+    if any(notes):
+        items.append("- Data: " + "; ".join(note for note in notes if note))
     command = _text(metrics.get("command"))
     if command:
         items.append(f"- Command:\n\n  ```bash\n  {command}\n  ```")
     return "\n".join(items) + "\n" if items else None
 
 
+# metrics.json "baselines" names (training/baselines.py) -> how the card names them.
+BASELINES = {
+    "nbsvm-bi": "NBSVM-bi: binarized word 1-2-grams, naive-Bayes weighted linear SVM (Wang & Manning, 2012)",
+    "tfidf-lr": "TF-IDF word 1-2-grams, logistic regression",
+}
+
+
+def _cell(value: int | float | None, digits: int) -> str:
+    return f"{value:.{digits}f}" if value is not None else "–"
+
+
+def _baselines(metrics: dict[str, Any]) -> str | None:
+    """Markdown table of a classifier's linear baselines (metrics.json "baselines") beside its own scores."""
+    table = metrics.get("baselines")
+    rows = []
+    for name, scores in table.items() if isinstance(table, dict) else ():
+        scores = scores if isinstance(scores, dict) else {}
+        accuracy, f1, seconds = (_number(scores.get(key)) for key in ("accuracy", "f1", "seconds"))
+        if accuracy is not None or f1 is not None:
+            label = BASELINES.get(name) or f"`{str(name).replace('|', '/')}`"
+            rows.append(f"| {label} | {_cell(accuracy, 4)} | {_cell(f1, 4)} | "
+                        f"{_duration(seconds) if seconds is not None else '–'} |")
+    if not rows:
+        return None
+    wall = _number(metrics.get("wall_time_s"))
+    own = (f"| this model | {_cell(_number(metrics.get('accuracy')), 4)} | {_cell(_number(metrics.get('f1')), 4)} | "
+           f"{_duration(wall) + ' (whole run)' if wall is not None else '–'} |")
+    return ("### Linear baselines on the same split\n\n"
+            "Word n-gram models without a neural network, trained on the same training data and scored on the same "
+            "split: where they come close, the Transformer does not pay for its cost on this data. Time: training "
+            "and scoring.\n\n| Model | Accuracy | F1 | Time |\n|---|---|---|---|\n" + "\n".join([own] + rows) + "\n")
+
+
+def _compressors(metrics: dict[str, Any]) -> str | None:
+    """Markdown table of general-purpose compressors' bits per byte (metrics.json "compressors") beside the LM's."""
+    table = metrics.get("compressors")
+    rows = [f"| `{name}` | {value:.3f} |" for name, value in
+            ((name, _number(value)) for name, value in (table.items() if isinstance(table, dict) else ()))
+            if value is not None]
+    if not rows:
+        return None
+    own = _number(metrics.get("bits_per_byte"))
+    own_row = [f"| this model | {own:.3f} |"] if own is not None else []
+    return ("### General-purpose compressors on the same text\n\n"
+            "Bits per byte that standard compressors reach on the same evaluation text, learning it as they go: a "
+            "floor that a language model of this text should beat (lower is better).\n\n"
+            "| | Bits per byte |\n|---|---|\n" + "\n".join(own_row + rows) + "\n")
+
+
 def _results(metrics: dict[str, Any], corpus: Corpus) -> str | None:
-    """Markdown table of the metrics present (None if there are none)."""
-    split = _text(metrics.get("eval_split")) or "test"
+    """Markdown table of the metrics present, then the reference floors measured beside them (None if no metric)."""
+    split = _eval_split(metrics)
     rows = [f"| {metric.name} | {value:.{metric.digits}f} |" for metric, value in _reported(metrics)]
     if not rows:
         return None
     note = f"\n{corpus.results_note}" if corpus.results_note else ""
+    floors = "".join(f"\n{part}" for part in (_baselines(metrics), _compressors(metrics)) if part)
     return (f"Measured on {corpus.measured_on.format(split=split)}.\n\n| Metric | Value |\n|---|---|\n"
-            + "\n".join(rows) + "\n" + note)
+            + "\n".join(rows) + "\n" + note + floors)
 
 
 def _markdown_escaped(text: str) -> str:
@@ -563,7 +775,11 @@ def _markdown_escaped(text: str) -> str:
     return re.sub(r"([\\`*_\[\]<>#|])", r"\\\1", text.strip()).replace("\n", " ⏎ ")
 
 
-def _decoding(metrics: dict[str, Any], model_dir: Path) -> str | None:
+# "decoding_test" rows that are the evaluation texts' own continuations, not a decoding.
+REFERENCE_ROWS = ("reviews", "texts", "reference")
+
+
+def _decoding(metrics: dict[str, Any], model_dir: Path, corpus: Corpus) -> str | None:
     """Markdown: the saved default decoding, how each decoding's continuations read, and unedited samples of the
     default (a causal LM run's metrics.json "decoding_test" and samples.json); None for other models."""
     table, default = metrics.get("decoding_test"), _text(metrics.get("default_decoding"))
@@ -571,16 +787,19 @@ def _decoding(metrics: dict[str, Any], model_dir: Path) -> str | None:
         return None
     columns = [("distinct_1", "distinct-1"), ("distinct_2", "distinct-2"), ("repeated_4gram_share", "repeated 4-grams"),
                ("whitespace_only_share", "whitespace only"), ("known_word_share", "known words")]
+    noun, split = corpus.noun, _eval_split(metrics)
     lines = [
-        f"`generation_config.json` holds the decoding chosen on validation reviews, `{default}` "
+        f"`generation_config.json` holds the decoding chosen on validation {noun}, `{default}` "
         f"(`{json.dumps(metrics.get('default_decoding_settings', {}))}`): of the decodings whose continuations do not "
-        "degenerate (no blank output, no more repeated 4-grams than the reviews, at least 90 % of their distinct-2), "
-        "the one with the most real words. Continuations of the first sentence of test reviews:\n",
+        f"degenerate (no blank output, no more repeated 4-grams than the {noun}, at least 90 % of their distinct-2), "
+        f"the one with the most real words. Continuations of the first sentence of {split} {noun}:\n",
         "| Decoding | " + " | ".join(label for _, label in columns) + " |",
         "|---" * (len(columns) + 1) + "|",
     ]
     for name, stats in table.items():
-        label = "the reviews themselves" if name == "reviews" else f"`{name}`" + (" (default)" if name == default else "")
+        # The texts' own continuations, as a yardstick (the IMDb recipe calls them "reviews").
+        label = (f"the {noun} themselves" if name in REFERENCE_ROWS
+                 else f"`{name}`" + (" (default)" if name == default else ""))
         lines.append(f"| {label} | " + " | ".join(f"{_number(stats.get(k)) or 0:.3f}" for k, _ in columns) + " |")
     speed = _number(metrics.get("pipeline_tokens_per_s"))
     if speed is not None:
@@ -599,30 +818,50 @@ def _decoding(metrics: dict[str, Any], model_dir: Path) -> str | None:
 def _limitations(head: Head, corpus: Corpus, config: dict[str, Any]) -> str:
     max_len = config.get("max_position_embeddings")
     lines = list(corpus.limitations)
-    if isinstance(max_len, int):
+    if _cuts_long_inputs(head, config):
+        first = config["classifier_head_tokens"]
+        ngram = ", and the n-gram path reads the whole text" if ngram_table(config) else ""
+        lines.append(f"- Texts longer than {max_len} tokens are cut by the model itself: the Transformer reads their "
+                     f"first {first} and last {max_len - first} tokens{ngram}. Pass texts whole (`truncation=True` "
+                     f"would keep only their first {max_len} tokens); what lies between is not seen by the Transformer.")
+    elif isinstance(max_len, int):
         lines.append(f"- Inputs longer than {max_len} tokens must be truncated (the model has no positions beyond that).")
-    if head.limitation:
-        lines.append(head.limitation)
+    limitation = head.limitation.format(label_limitation=corpus.label_limitation,
+                                        generated_like=corpus.generated_like) if head.limitation else ""
+    if limitation:
+        lines.append(limitation)
     lines.append("- Loading requires `trust_remote_code=True` (the architecture is not part of `transformers`).")
     return "\n".join(lines) + "\n"
 
 
-def build_model_card(model_dir: str | os.PathLike, repo_id: str | None = None) -> ModelCard:
-    """A ModelCard for a saved scratchformer folder: Hub metadata, model-index from metrics.json, and a body."""
+def _folder_name(model_dir: Path) -> str:
+    """The model's name when no one gives it: the folder's, or for a recipe's staging folder (OUT/work/publish or
+    OUT/work/publish.tmp, whose files then move to OUT) the output folder's."""
+    folder = model_dir.resolve()
+    if folder.name in ("publish", "publish.tmp") and folder.parent.name == "work" and folder.parent.parent.name:
+        return folder.parent.parent.name
+    return folder.name
+
+
+def build_model_card(model_dir: str | os.PathLike, repo_id: str | None = None, *,
+                     model_name: str | None = None) -> ModelCard:
+    """A ModelCard for a saved scratchformer folder: Hub metadata, model-index from metrics.json, and a body.
+
+    `model_name` titles the card (default: the last part of `repo_id`, else the folder's name); `repo_id` is what the
+    usage snippet loads (default: your-username/<model_name>)."""
     model_dir = Path(model_dir)
     config = read_json(model_dir / "config.json")
     tokenizer_config_path = model_dir / "tokenizer_config.json"
     tokenizer_config = read_json(tokenizer_config_path) if tokenizer_config_path.is_file() else {}
     metrics = load_metrics(model_dir)
 
-    repo = repo_id or f"your-username/{model_dir.resolve().name}"
-    model_name = repo.split("/")[-1]
+    model_name = _text(model_name) or (repo_id.split("/")[-1] if repo_id else _folder_name(model_dir))
+    repo = repo_id or f"your-username/{model_name}"
     head_class, head = head_of(config)
     corpus = head.corpus(metrics, model_dir)
-    n_params = count_parameters(model_dir)
-    if n_params is None:
-        n_params = _number(metrics.get("num_parameters"))
-        n_params = int(n_params) if n_params is not None else None
+    # One count everywhere: metrics.json's model.num_parameters() when the recipe recorded it.
+    n_params = _number(metrics.get("num_parameters"))
+    n_params = int(n_params) if n_params is not None else count_parameters(model_dir)
     eval_results = _eval_results(metrics, head.pipeline_tag, corpus)
 
     data = ModelCardData(
@@ -638,7 +877,8 @@ def build_model_card(model_dir: str | os.PathLike, repo_id: str | None = None) -
 
     sections = [
         f"# {model_name}\n",
-        f"**{model_name}** is {head.description.format(subject=corpus.subject)}: a Transformer written from scratch "
+        f"**{model_name}** is {head.description.format(subject=corpus.subject, classifier=corpus.classifier)}: "
+        "a Transformer written from scratch "
         "in PyTorch (the `scratchformer` model type), packaged for Hugging Face `transformers`, trained on "
         f"{corpus.trained_on}.\n",
         "## Architecture\n",
@@ -647,7 +887,7 @@ def build_model_card(model_dir: str | os.PathLike, repo_id: str | None = None) -
     results = _results(metrics, corpus)
     if results:
         sections += ["## Results\n", results]
-    decoding = _decoding(metrics, model_dir)
+    decoding = _decoding(metrics, model_dir, corpus)
     if decoding:
         sections += ["## Generation\n", decoding]
     training = _training(metrics)
@@ -655,7 +895,7 @@ def build_model_card(model_dir: str | os.PathLike, repo_id: str | None = None) -
         sections += ["## Training\n", training]
     sections += [
         "## How to use\n",
-        _usage(head, repo, tokenizer_config, corpus),
+        _usage(head, repo, tokenizer_config, corpus, config),
         "## Limitations\n",
         _limitations(head, corpus, config),
         "## Citation\n",
@@ -666,10 +906,12 @@ def build_model_card(model_dir: str | os.PathLike, repo_id: str | None = None) -
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
 
 
-def write_model_card(model_dir: str | os.PathLike, repo_id: str | None = None) -> Path:
-    """Write README.md into `model_dir` atomically (temp file + rename); returns its path."""
+def write_model_card(model_dir: str | os.PathLike, repo_id: str | None = None, *,
+                     model_name: str | None = None) -> Path:
+    """Write README.md into `model_dir` atomically (temp file + rename); returns its path. `repo_id` and
+    `model_name` as for build_model_card (a recipe that stages its files elsewhere passes its output folder's name)."""
     model_dir = Path(model_dir)
-    card = build_model_card(model_dir, repo_id)
+    card = build_model_card(model_dir, repo_id, model_name=model_name)
     target = model_dir / "README.md"
     fd, tmp = tempfile.mkstemp(prefix=".README.", suffix=".md.tmp", dir=model_dir)
     try:

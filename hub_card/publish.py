@@ -133,7 +133,7 @@ def publish(
     """Validate `model_dir`, refresh its README.md card, create the repo (and branch), upload everything in one commit."""
     model_dir = Path(model_dir)
     validate_model_dir(model_dir)
-    write_model_card(model_dir, repo_id)
+    write_model_card(model_dir, repo_id, model_name=repo_id.split("/")[-1])  # titled as the repo, not the folder
 
     api = HfApi(endpoint=endpoint, token=token)  # None -> HF_ENDPOINT / HF_TOKEN, as huggingface_hub resolves them
     repo_url = api.create_repo(repo_id, private=private, exist_ok=True)

@@ -92,6 +92,32 @@ def test_classify_gives_label_scores_heat_map_and_says_how_it_truncated(folders)
         app.classify(loaded, "   ", 1, "mean")
 
 
+def test_a_classifier_of_a_users_data_shows_its_own_labels_and_says_text(tmp_path, tokenizer):
+    labels = ["billing", "bug", "outage"]
+    torch.manual_seed(0)
+    model = ScratchformerForSequenceClassification(tiny_config(
+        vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, num_labels=3, id2label=dict(enumerate(labels)),
+        label2id={name: i for i, name in enumerate(labels)}))
+    folder = tmp_path / "tickets"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    (folder / "metrics.json").write_text('{"dataset": "tickets.csv", "accuracy": 0.5}')
+    loaded = app.load(str(folder))
+    assert loaded.input_name == "text"
+    scores, _, _ = app.classify(loaded, "the invoice is wrong", 2, "mean")
+    assert set(scores) == set(labels)
+    with pytest.raises(app.DemoInputError, match="The text is empty"):
+        app.classify(loaded, " ", 1, "mean")
+    page = app.build([loaded])
+    boxes = [block for block in page.blocks.values() if getattr(block, "elem_id", None) == "classify-text"]
+    assert [box.label for box in boxes] == ["Text"]
+    shown = " ".join(str(getattr(block, "value", "")) for block in page.blocks.values())
+    assert "labels: `billing`, `bug`, `outage`" in shown and "Review" not in shown
+    # An IMDb folder (metrics.json says so, or an older one with the recipe's NEGATIVE/POSITIVE labels) says review.
+    (folder / "metrics.json").write_text('{"dataset": "IMDb"}')
+    assert app.load(str(folder)).input_name == "review"
+
+
 def test_pooled_attention_reads_the_rows_the_pooled_vector_is_made_of():
     attentions = (torch.rand(1, 2, 4, 4).softmax(-1),)
     mask = torch.tensor([[1, 1, 1, 0]])

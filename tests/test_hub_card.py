@@ -109,8 +109,8 @@ def test_metrics_appear_in_model_index_with_their_values(tmp_path):
     assert "| Accuracy | 0.8731 |" in body and "| F1 | 0.8702 |" in body and "| Eval loss | 0.3125 |" in body
     for fact in ("`small`", "2-core CPU", "12 min 34 s", "python -m training.train --preset small", "23,750", "25,000"):
         assert fact in body
-    # Parameters come from the safetensors header (exact), not from metrics.json's num_parameters.
-    assert "| Parameters | 52 (52) |" in body
+    # One count everywhere: metrics.json's num_parameters (model.num_parameters()) wins over the safetensors header.
+    assert "| Parameters | 999 (999) |" in body
     assert "| Labels | 0 = NEG, 1 = POS |" in body
 
 
@@ -326,3 +326,136 @@ def test_a_classifiers_card_says_how_it_reads_long_inputs_and_its_ngram_path(tmp
     config["ngram_word_order"] = 2
     (folder / "config.json").write_text(json.dumps(config))
     assert "token 1- to 3-grams and word 1- to 2-grams of the whole input" in build_model_card(folder, "org/m").text
+
+
+TICKET_LABELS = ["billing", "bug", "feature", "other", "outage"]
+# What training/classify.py writes for a user's CSV without test data (validation carved from train).
+TICKET_METRICS = {
+    "accuracy": 0.8125, "f1": 0.7904, "eval_split": "validation", "dataset": "tickets.csv", "labels": TICKET_LABELS,
+    "train_samples": 3600, "validation_samples": 400, "test_samples": 0, "num_parameters": 123456,
+    "wall_time_s": 95.0, "examples": ["The app crashes when I log in", "Please refund my last invoice"],
+    "baselines": {"nbsvm-bi": {"accuracy": 0.91, "f1": 0.9, "seconds": 40.1},
+                  "tfidf-lr": {"accuracy": 0.8875, "f1": 0.8711, "seconds": 3.5}},
+    "data_notes": ["3 of 3603 train rows dropped: empty text"],
+}
+
+
+def assert_no_imdb_wording(card: ModelCard) -> None:
+    text = str(card).lower()
+    for word in ("imdb", "movie", "review", "maas", "sentiment", "negative / positive"):
+        assert word not in text, word
+
+
+def ticket_classifier(folder: Path, metrics: dict = TICKET_METRICS) -> Path:
+    folder = make_fake_model(folder, metrics=metrics)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(id2label=dict(enumerate(TICKET_LABELS)), classifier_head_tokens=16, ngram_buckets=4096,
+                  ngram_order=3)
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_a_classifier_card_of_a_users_data_speaks_of_its_labels_split_and_baselines(tmp_path):
+    folder = ticket_classifier(tmp_path / "tickets")
+    card = build_model_card(folder, "org/tickets")
+    assert_no_imdb_wording(card)
+    data = card.data.to_dict()
+    assert data["pipeline_tag"] == "text-classification"
+    assert "datasets" not in data and "language" not in data  # a local file, of unknown language
+    _, results = model_index_to_eval_results(data["model-index"])
+    assert {(r.dataset_name, r.dataset_type, r.dataset_split) for r in results} == {
+        ("tickets.csv", "tickets.csv", "validation")}
+    text = card.text
+    assert "a text classifier with 5 labels (`billing`, `bug`, `feature`, `other`, `outage`)" in text
+    assert "trained on the labelled texts `tickets.csv` (3,600 training examples)" in text
+    assert "| Labels | 0 = billing, 1 = bug, 2 = feature, 3 = other, 4 = outage |" in text
+    # Validation, carved from train, no test set: said with the results and among the limitations.
+    assert "Measured on the `validation` split: 400 examples held out from the training data of `tickets.csv`" in text
+    assert "which has no test set" in text and "There was no test set" in text
+    assert "- Evaluation examples: 400 (`validation`)" in text and "Evaluation examples: 0" not in text
+    assert "F1 is the macro average over the 5 labels." in text
+    assert "3 of 3603 train rows dropped: empty text" in text
+    # The linear baselines, beside the model's own scores.
+    assert "### Linear baselines on the same split" in text
+    assert "| this model | 0.8125 | 0.7904 | 1 min 35 s (whole run) |" in text
+    assert "naive-Bayes weighted linear SVM (Wang & Manning, 2012) | 0.9100 | 0.9000 | 40.1 s |" in text
+    assert "| TF-IDF word 1-2-grams, logistic regression | 0.8875 | 0.8711 | 3.5 s |" in text
+    # Usage: the data's own example, passed whole (the model keeps the first and last tokens itself).
+    assert 'tokenizer("The app crashes when I log in", return_tensors="pt")\n' in text
+    assert 'classifier("The app crashes when I log in"))' in text and "truncation=True)" not in text
+    assert "always answers with one of its 5 labels" in text
+    assert "cut by the model itself: the Transformer reads their first 16 and last 48 tokens, and the n-gram path " \
+           "reads the whole text" in text and "must be truncated" not in text
+    assert "Vaswani" in text and "The training data is `tickets.csv`" in text
+
+
+def test_a_users_hub_dataset_is_the_cards_dataset(tmp_path):
+    metrics = {**TICKET_METRICS, "dataset": "someone/tickets", "hub_dataset": "someone/tickets", "eval_split": "test",
+               "test_samples": 500}
+    card = build_model_card(ticket_classifier(tmp_path / "tickets", metrics), "org/tickets")
+    assert_no_imdb_wording(card)
+    data = card.data.to_dict()
+    assert data["datasets"] == ["someone/tickets"]
+    _, results = model_index_to_eval_results(data["model-index"])
+    assert {(r.dataset_type, r.dataset_split) for r in results} == {("someone/tickets", "test")}
+    assert "Measured on the `test` split of [someone/tickets](https://huggingface.co/datasets/someone/tickets) " \
+           "(500 examples)." in card.text
+    assert "no test set" not in card.text and "- Evaluation examples: 500\n" in card.text
+
+
+def test_a_language_models_card_of_a_users_texts_shows_the_compressors(tmp_path):
+    stats = {"distinct_1": 0.3, "distinct_2": 0.8, "repeated_4gram_share": 0.0, "whitespace_only_share": 0.0,
+             "known_word_share": 0.95}
+    metrics = {"bits_per_byte": 1.69, "perplexity": 30.5, "dataset": "novels", "eval_split": "test",
+               "train_samples": 900, "test_samples": 100, "compressors": {"lzma": 2.1, "bz2": 2.3},
+               "examples": ["It was a dark and stormy night"], "default_decoding": "greedy",
+               "default_decoding_settings": {"do_sample": False}, "decoding_test": {"texts": stats, "greedy": stats}}
+    card = build_model_card(make_fake_model(tmp_path / "lm", "ScratchformerForCausalLM", metrics), "org/novels-lm")
+    assert_no_imdb_wording(card)
+    assert "datasets" not in card.data.to_dict()
+    text = card.text
+    assert "a causal (left-to-right) language model of the texts of `novels`" in text
+    assert "trained on the texts `novels` (900 training texts)" in text
+    assert "Measured on the `test` split of `novels` (100 texts)." in text
+    assert "### General-purpose compressors on the same text" in text
+    assert "| this model | 1.690 |\n| `lzma` | 2.100 |\n| `bz2` | 2.300 |" in text
+    assert 'tokenizer("It was a dark and stormy night", return_tensors="pt")' in text
+    assert 'generator("It was a dark and stormy night")' in text
+    assert "| the texts themselves | 0.300 |" in text and "first sentence of test texts" in text
+    assert "Generated text is like its training text" in text
+
+
+def test_model_name_titles_the_card_and_names_the_example_repo(tmp_path):
+    # A recipe stages its files in OUT/work/publish.tmp, then moves them to OUT.
+    staged = ticket_classifier(tmp_path / "tickets-run" / "work" / "publish.tmp")
+    path = write_model_card(staged, model_name="tickets-run")
+    card = ModelCard.load(path)
+    assert card.text.startswith("\n# tickets-run\n") and "**tickets-run** is" in card.text
+    assert 'repo = "your-username/tickets-run"' in card.text and "publish" not in card.text
+    assert model_index_to_eval_results(card.data.to_dict()["model-index"])[0] == "tickets-run"
+    # Without model_name a staging folder is still named after its output folder; a repo id names both.
+    assert "# tickets-run\n" in build_model_card(staged).text
+    card = build_model_card(staged, "someone/tickets-classifier")
+    assert "# tickets-classifier\n" in card.text and 'repo = "someone/tickets-classifier"' in card.text
+    card = build_model_card(staged, "someone/tickets-classifier", model_name="Tickets")
+    assert "# Tickets\n" in card.text and 'repo = "someone/tickets-classifier"' in card.text
+
+
+def test_the_parameter_count_is_metrics_jsons_and_the_header_count_leaves_out_buffers(tmp_path):
+    folder = ticket_classifier(tmp_path / "tickets")
+    assert "| Parameters | 123,456 (123.5K), of which 20,480 (20.5K) in the n-gram table (4,096 buckets × 5 " \
+           "labels) |" in build_model_card(folder, "a/b").text
+    # Without num_parameters the header is counted, less the saved buffers (ratios and word pieces are no weights).
+    metrics = {k: v for k, v in TICKET_METRICS.items() if k != "num_parameters"}
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    write_safetensors_header(folder / "model.safetensors", {
+        **FAKE_TENSORS, "ngram_logits.weight": [8, 5], "ngram_logits.log_count_ratio": [8, 5],
+        "ngram_logits.word_pieces": [10, 4]})
+    assert "| Parameters | 92 (92)," in build_model_card(folder, "a/b").text  # 52 + 8 x 5
+
+
+def test_an_imdb_classifier_without_head_tokens_is_truncated_by_the_tokenizer(tmp_path):
+    text = build_model_card(make_fake_model(tmp_path / "m", metrics={"accuracy": 0.9, "dataset": "IMDb"}), "a/b").text
+    assert 'classifier("A moving story with wonderful acting.", truncation=True)' in text
+    assert "Inputs longer than 64 tokens must be truncated" in text and "cut by the model itself" not in text
+    assert "a sentiment classifier for English movie reviews" in text and "Two classes only" in text
