@@ -1,9 +1,14 @@
-"""IMDb sentiment classification: tokenizer -> optional masked-LM pre-training -> fine-tuning -> test evaluation.
+"""Text classification: tokenizer -> optional masked-LM pre-training -> fine-tuning -> test evaluation, with linear
+baselines on the same split.
 
     python -m training.classify [--preset cpu-small|cpu-best|gpu] [--output-dir runs/imdb-classify] [--resume]
+    python -m training.classify --train-file train.csv [--test-file test.csv] [--text-column text]
+                                [--label-column label] --output-dir runs/my-classifier
 
-Writes a Hub-ready folder: weights + code, tokenizer, config with NEGATIVE/POSITIVE labels, metrics.json,
-training_curve.png, attention.png and the model card (README.md).
+Without data flags it trains on IMDb's movie reviews (labels NEGATIVE/POSITIVE); with them, on any labelled texts
+(training/sources.py: files, folders of label-named sub-folders, `datasets` datasets), the labels' names taken from
+the data. Writes a Hub-ready folder: weights + code, tokenizer, config with the labels, metrics.json (with the
+NBSVM-bi and TF-IDF + LR baselines on the same split), training_curve.png, attention.png and the model card.
 """
 
 import numpy as np
@@ -13,8 +18,9 @@ from transformers import DataCollatorForLanguageModeling, DataCollatorWithPaddin
 from scratchformer import ScratchformerForMaskedLM, ScratchformerForSequenceClassification
 from scratchformer.modeling_scratchformer import head_and_tail
 
-from . import common
-from .data import ID2LABEL, LABEL2ID
+from . import common, sources
+from .baselines import linear_baselines
+from .data import ID2LABEL
 from .metrics import classification_metrics
 
 PRESETS = {
@@ -34,6 +40,8 @@ PRESETS = {
                          intermediate_size=2048, max_length=512, head_tokens=128, epochs=4, pretrain_epochs=4,
                          learning_rate=3e-4, batch_size=64, eval_batch_size=256, save_steps=500, bf16=True),
 }
+# A user's data trains for at least MIN_STEPS and at most MAX_STEPS optimizer steps (IMDb's cpu-small: 1,484).
+MIN_STEPS, MAX_STEPS = 600, 2000
 
 
 def encode(tokenizer, texts: list[str], max_length: int, head_tokens: int, whole: bool = False) -> list[list[int]]:
@@ -44,17 +52,21 @@ def encode(tokenizer, texts: list[str], max_length: int, head_tokens: int, whole
     return ids if whole else [head_and_tail(row, max_length, head_tokens) for row in ids]
 
 
-def model_config(tokenizer, preset: common.Preset, **settings):
-    """The classifier's architecture for a preset: the shared one plus pooling and the IMDb labels."""
+def model_config(tokenizer, preset: common.Preset, labels: list[str], **settings):
+    """The classifier's architecture for a preset: the shared one plus pooling and the data's labels."""
     return common.model_config(
-        tokenizer, preset, classifier_pooling=preset.classifier_pooling, id2label=dict(ID2LABEL),
-        label2id=dict(LABEL2ID), classifier_head_tokens=preset.head_tokens, ngram_buckets=preset.ngram_buckets,
+        tokenizer, preset, classifier_pooling=preset.classifier_pooling, id2label=dict(enumerate(labels)),
+        label2id={name: i for i, name in enumerate(labels)}, classifier_head_tokens=preset.head_tokens,
+        ngram_buckets=preset.ngram_buckets,
         ngram_order=preset.ngram_order, ngram_word_order=preset.ngram_word_order, **settings
     )
 
 
-def pretrain(args, preset, tokenizer, train, output, stopwatch):
-    """Masked-LM pre-training on the train reviews; returns the folder of the pre-trained weights (or None)."""
+def pretrain(args, preset, tokenizer, train, labels, output, stopwatch):
+    """Masked-LM pre-training on the train texts; returns the folder of the pre-trained weights (or None).
+
+    It reads what the Transformer reads of each text (head and tail, within its positions), also where `train`
+    holds whole texts for the n-gram path."""
     if preset.pretrain_epochs <= 0:
         return None
     work = output / common.WORK
@@ -63,11 +75,14 @@ def pretrain(args, preset, tokenizer, train, output, stopwatch):
         return final
     common.enter_phase(output, "pretrain")
     set_seed(args.seed)  # weight initialisation happens before Trainer seeds anything
-    model = ScratchformerForMaskedLM(model_config(tokenizer, preset, sparse_prediction=True))
+    model = ScratchformerForMaskedLM(model_config(tokenizer, preset, labels, sparse_prediction=True))
+    cut = train.remove_columns(["label"]).map(
+        lambda batch: {"input_ids": [head_and_tail(ids, preset.max_length, preset.head_tokens) for ids in batch["input_ids"]]},
+        batched=True)
     trainer = common.RecipeTrainer(
         model=model,
         args=common.training_arguments(work / "pretrain", preset, args.seed, preset.pretrain_epochs),
-        train_dataset=train.remove_columns(["label"]),
+        train_dataset=cut,
         data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=True, mlm_probability=0.15),
         processing_class=tokenizer,
     )
@@ -78,14 +93,23 @@ def pretrain(args, preset, tokenizer, train, output, stopwatch):
     return final
 
 
-def compute_metrics(prediction):
-    """Validation accuracy and F1 from the Trainer's logits."""
-    return classification_metrics().compute(predictions=np.argmax(prediction.predictions, -1), references=prediction.label_ids)
+def metrics_for(num_labels: int):
+    """Accuracy and F1 from the Trainer's logits (binary F1 for two labels, macro F1 for more)."""
+    def compute_metrics(prediction):
+        return classification_metrics(num_labels).compute(predictions=np.argmax(prediction.predictions, -1),
+                                                          references=prediction.label_ids)
+    return compute_metrics
+
+
+def read_data(args) -> tuple[sources.Source, list[str]]:
+    """The user's labelled texts (training/sources.py), or IMDb's reviews."""
+    if sources.given(args):
+        return sources.classification(args)
+    return common.imdb_source(args), [ID2LABEL[0], ID2LABEL[1]]
 
 
 def main(argv=None):
     args = common.parse_args(__doc__.splitlines()[0], PRESETS, "runs/imdb-classify", argv)
-    preset = args.preset_values
     output = common.prepare_output_dir(args)
     if args.resume and common.run_is_complete(output):
         return 0
@@ -93,9 +117,15 @@ def main(argv=None):
     stopwatch = common.Stopwatch(output)
 
     common.enter_phase(output, "data")
-    data = common.load_data(args)
+    with common.data_errors_exit(args, output):
+        source, labels = read_data(args)
+    data = source.splits
+    if sources.given(args):  # IMDb keeps its presets as they are
+        preset = common.sized_to_data(args, args.preset_values, common.text_bytes(data["train"]), len(labels))
+        args.preset_values = common.epochs_for_data(args, preset, len(data["train"]), MIN_STEPS, MAX_STEPS)
+    preset = args.preset_values
     add_bos = preset.classifier_pooling == "cls"  # cls pooling reads the <s> vector
-    tokenizer = common.tokenizer_for(data["train"]["text"], work, preset, add_bos_token=add_bos)
+    tokenizer = common.tokenizer_for(common.text_sample(data["train"]), work, preset, add_bos_token=add_bos)
     encoded = data.map(
         lambda batch: {
             "input_ids": encode(tokenizer, batch["text"], preset.max_length, preset.head_tokens, preset.ngram_buckets > 0)
@@ -104,44 +134,58 @@ def main(argv=None):
         remove_columns=["text"],
     )
 
-    pretrained = pretrain(args, preset, tokenizer, encoded["train"], output, stopwatch)
+    pretrained = pretrain(args, preset, tokenizer, encoded["train"], labels, output, stopwatch)
     set_seed(args.seed)
+    config = model_config(tokenizer, preset, labels)
     if pretrained is not None:
-        model = ScratchformerForSequenceClassification.from_pretrained(pretrained, config=model_config(tokenizer, preset))
+        model = ScratchformerForSequenceClassification.from_pretrained(pretrained, config=config)
     else:
-        model = ScratchformerForSequenceClassification(model_config(tokenizer, preset))
+        model = ScratchformerForSequenceClassification(config)
     if preset.ngram_buckets:  # naive-Bayes counts over the train reviews (never validation or test)
         model.fit_ngram_log_count_ratios(encoded["train"]["input_ids"], encoded["train"]["label"], tokenizer=tokenizer)
 
     common.enter_phase(output, "finetune")
     trainer = common.RecipeTrainer(
         model=model,
-        args=common.training_arguments(work / "finetune", preset, args.seed, preset.epochs, eval_strategy="epoch"),
+        args=common.training_arguments(work / "finetune", preset, args.seed, preset.epochs,
+                                       **{"eval_strategy": "epoch",
+                                          **common.best_on_validation(args, preset, "eval_accuracy")}),
         train_dataset=encoded["train"],
         eval_dataset=encoded["validation"],
         data_collator=DataCollatorWithPadding(tokenizer),
         processing_class=tokenizer,
-        compute_metrics=compute_metrics,
+        compute_metrics=metrics_for(len(labels)),
     )
     common.run_phase(trainer, work / "finetune", args.resume, stopwatch)
 
     common.enter_phase(output, "evaluate")
-    test = trainer.predict(encoded["test"], metric_key_prefix="test")
-    scores = classification_metrics().compute(predictions=np.argmax(test.predictions, -1), references=test.label_ids)
+    split = source.eval_split
+    test = trainer.predict(encoded[split], metric_key_prefix="test")
+    scores = classification_metrics(len(labels)).compute(predictions=np.argmax(test.predictions, -1),
+                                                         references=test.label_ids)
     if trainer.is_world_process_zero():
+        common.enter_phase(output, "baselines")
+        baselines = linear_baselines(list(data["train"]["text"]), np.asarray(data["train"]["label"]),
+                                     list(data[split]["text"]), np.asarray(data[split]["label"]))
         metrics = {
             **scores,
             "test_loss": test.metrics.get("test_loss"),
+            "eval_split": split,
+            "baselines": baselines,
+            **common.data_metrics(source),
+            "labels": labels,
+            "examples": [text[:200] for text in data[split][:2]["text"]],
             **common.base_metrics(args, trainer.model, stopwatch.total(), data),
             "pretrained": pretrained is not None,
         }
         # The saved model cuts long reviews itself (head and tail, config.classifier_head_tokens): the tokenizer
         # must not cut them first, or pipeline(..., truncation=True) would read another text than the recipe did.
         tokenizer.model_max_length = VERY_LARGE_INTEGER
-        common.finish(output, trainer, tokenizer, metrics, "eval_accuracy", "IMDb classification (fine-tuning)",
-                      data["test"][0]["text"])
-        print(f"test accuracy {scores['accuracy']:.4f}  f1 {scores['f1']:.4f}  wall time {metrics['wall_time_s']:.0f} s"
-              f"  -> {output}")
+        common.finish(output, trainer, tokenizer, metrics, "eval_accuracy", f"{source.name} classification (fine-tuning)",
+                      data[split][0]["text"])
+        linear = ", ".join(f"{name} {result['accuracy']:.4f}" for name, result in baselines.items())
+        print(f"{split} accuracy {scores['accuracy']:.4f}  f1 {scores['f1']:.4f}  ({linear})  wall time "
+              f"{metrics['wall_time_s']:.0f} s  -> {output}")
     return 0
 
 

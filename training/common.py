@@ -1,13 +1,16 @@
-"""What both IMDb recipes share: command line, presets, tokenizer phase, Trainer arguments, resume, outputs."""
+"""What the recipes share: command line, presets sized to the data, tokenizer phase, Trainer arguments, resume,
+outputs."""
 
 import argparse
 import json
+import math
 import os
 import platform
 import shutil
 import sys
 import time
 import zipfile
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
@@ -19,6 +22,7 @@ from transformers.utils import logging
 
 from scratchformer import ScratchformerConfig, train_tokenizer
 
+from . import sources
 from .data import load_imdb
 
 
@@ -73,12 +77,14 @@ def process_state() -> PartialState:
 
 
 def parse_args(
-    description: str, presets: dict[str, Preset], default_output: str, argv=None, add_arguments=None
+    description: str, presets: dict[str, Preset], default_output: str, argv=None, add_arguments=None, task: str = "classify"
 ) -> argparse.Namespace:
-    """The flags every recipe takes; `add_arguments(parser)` adds a caller's own."""
+    """The flags every recipe takes, its data flags (training/sources.py, for `task`); `add_arguments(parser)` adds a
+    caller's own."""
     parser = argparse.ArgumentParser(description=description)
     if add_arguments is not None:
         add_arguments(parser)
+    sources.add_arguments(parser, task)
     parser.add_argument("--preset", choices=sorted(presets), default="cpu-small")
     parser.add_argument("--output-dir", default=default_output)
     parser.add_argument("--max-train-samples", type=int, default=None, help="subsample train (smoke runs)")
@@ -135,9 +141,90 @@ def prepare_output_dir(args) -> Path:
     state = process_state()
     if state.is_main_process and output.exists() and any(output.iterdir()) and not args.resume:
         raise SystemExit(f"{output} already holds a run: pass --resume to continue it, or choose another --output-dir")
+    args.fresh_output = not output.exists()
     state.wait_for_everyone()
     (output / WORK).mkdir(parents=True, exist_ok=True)
     return output
+
+
+@contextmanager
+def data_errors_exit(args, output: Path):
+    """Turn bad input (sources.DataError) into one line on stderr and a failed exit, leaving nothing behind that
+    looks like a run: a folder this run created is removed, so the corrected command runs without --resume."""
+    try:
+        with process_state().main_process_first():
+            yield
+    except sources.DataError as error:
+        if getattr(args, "fresh_output", False) and process_state().is_main_process:
+            shutil.rmtree(output, ignore_errors=True)
+        raise SystemExit(f"error: {error}") from None
+
+
+def imdb_source(args) -> sources.Source:
+    """The default data: IMDb, validation carved from train."""
+    return sources.Source(load_data(args), "IMDb")
+
+
+def text_sample(split, max_bytes: int = 64_000_000):
+    """The split's texts, in order, until max_bytes of UTF-8: what the tokenizer learns from (all of IMDb's train
+    reviews, about 32 MB; a big corpus is not read whole for it)."""
+    seen = 0
+    for batch in split.iter(batch_size=1000):
+        for text in batch["text"]:
+            yield text
+            seen += len(text.encode("utf-8"))
+            if seen >= max_bytes:
+                return
+
+
+def text_bytes(split) -> int:
+    """UTF-8 bytes of a split's texts, read in batches."""
+    return sum(len(text.encode("utf-8")) for batch in split.iter(batch_size=1000) for text in batch["text"])
+
+
+# Sizing a preset to a user's data (training/NOTES.md, "Defaults sized to the data"). The presets were tuned on IMDb's
+# 23,750 train reviews (about 31 MB); other data keeps their shape and scales what depends on the data's size.
+IMDB_TRAIN_BYTES = 31_000_000
+
+
+def _user_sized(args) -> set[str] | None:
+    """The preset fields the user --set (left alone), or None where nothing is sized: IMDb, the tiny preset."""
+    if not sources.given(args) or args.preset == "tiny":
+        return None
+    return {assignment.partition("=")[0] for assignment in args.set}
+
+
+def _apply(preset: Preset, changes: dict, chosen: set[str], why: str) -> Preset:
+    changes = {key: value for key, value in changes.items() if key not in chosen}
+    logger.warning("Preset sized to the data (%s): %s", why, ", ".join(f"{k}={v}" for k, v in changes.items()))
+    return replace(preset, **changes)
+
+
+def sized_to_data(args, preset: Preset, train_bytes: int, num_labels: int = 0) -> Preset:
+    """The preset's vocabulary and n-gram table fitted to the user's text: the vocabulary grows with the square root
+    of its size (never 16k for 500 documents), the n-gram table with its size and with no more than 32M weights over
+    all labels. IMDb, the tiny preset and every value the user --set are left as they are."""
+    chosen = _user_sized(args)
+    if chosen is None:
+        return preset
+    scale = math.sqrt(train_bytes / IMDB_TRAIN_BYTES)
+    changes = {"vocab_size": int(min(preset.vocab_size, max(1000, round(preset.vocab_size * scale, -3))))}
+    if preset.ngram_buckets:
+        wanted = 2 ** round(math.log2(max(1, train_bytes / 8)))
+        ceiling = 2 ** int(math.log2(32 * 2**20 / max(2, num_labels)))
+        changes["ngram_buckets"] = int(min(preset.ngram_buckets, ceiling, max(2**16, wanted)))
+    return _apply(preset, changes, chosen, f"{train_bytes / 1e6:.1f} MB of train text")
+
+
+def epochs_for_data(args, preset: Preset, train_rows: int, min_steps: int, max_steps: int) -> Preset:
+    """The preset's epochs fitted to the user's data: the preset's own, unless that makes fewer than min_steps or
+    more than max_steps optimizer steps (small data gets more passes, big data part of one)."""
+    chosen = _user_sized(args)
+    if chosen is None:
+        return preset
+    steps_per_epoch = max(1, math.ceil(train_rows / preset.batch_size))
+    epochs = round(min(max(preset.epochs, min_steps / steps_per_epoch), max_steps / steps_per_epoch), 3)
+    return _apply(preset, {"epochs": epochs}, chosen, f"{train_rows} train rows")
 
 
 def load_data(args):
@@ -459,8 +546,26 @@ def base_metrics(args, model, wall_time_s: float, data) -> dict:
         "num_parameters": model.num_parameters(),
         "train_samples": len(data["train"]),
         "validation_samples": len(data["validation"]),
-        "test_samples": len(data["test"]),
+        "test_samples": len(data["test"]) if "test" in data else 0,
     }
+
+
+def data_metrics(source: sources.Source) -> dict:
+    """What metrics.json (and so the card) says of the data: its name, Hub id, and what was done to it."""
+    facts = {"dataset": source.name, "data_notes": source.notes}
+    if source.hub_dataset:
+        facts["hub_dataset"] = source.hub_dataset
+    return facts
+
+
+def best_on_validation(args, preset: Preset, metric: str) -> dict:
+    """Trainer settings that end a run of a user's data on its best validation checkpoint (`metric`), evaluated at
+    each save: a data set of unknown size may be over-trained by the steps its size calls for. IMDb's presets
+    were tuned for their own schedules and keep them."""
+    if not sources.given(args) or args.preset == "tiny":
+        return {}
+    return {"load_best_model_at_end": True, "metric_for_best_model": metric,
+            "greater_is_better": not metric.endswith("loss"), "eval_strategy": "steps", "eval_steps": preset.save_steps}
 
 
 def plot_training_curve(log_history: list[dict], path: Path, metric: str, title: str) -> None:
@@ -498,6 +603,8 @@ def plot_attention(model, tokenizer, text: str, path: Path, max_tokens: int = 40
 
     backend = model.config._attn_implementation
     model.set_attn_implementation("eager")  # only the written-out path returns attention weights
+    # Never more tokens than the model has positions (the tiny LM preset has 32).
+    max_tokens = min(max_tokens, model.config.max_position_embeddings)
     inputs = tokenizer(text, return_tensors="pt", truncation=True, max_length=max_tokens).to(model.device)
     with torch.no_grad():
         attentions = model(**inputs, output_attentions=True).attentions
@@ -540,7 +647,7 @@ def finish(output: Path, trainer, tokenizer, metrics: dict, curve_metric: str, t
         for name, data in (extra_json or {}).items():
             write_json(folder / name, data)
         write_json(folder / "metrics.json", metrics)
-        write_model_card(folder)
+        write_model_card(folder, model_name=output.resolve().name)
 
     save_atomically(stage, output / WORK / PUBLISH)
     publish_staged(output)

@@ -1,16 +1,25 @@
-"""IMDb language model: tokenizer -> causal LM on the train reviews -> test bits per byte -> the decoding that reads best.
+"""Language model: tokenizer -> causal LM on the train texts -> test bits per byte -> the decoding that reads best.
 
     python -m training.lm [--preset cpu-small|cpu-best|gpu] [--output-dir runs/imdb-lm] [--resume]
+    python -m training.lm --train-file corpus.txt [--test-file test.txt] --output-dir runs/my-lm
 
+Without data flags it trains on IMDb's train reviews; with them on any text (training/sources.py: a .txt file is a
+document per line, a folder of .txt files a document per file, CSV/JSON/Parquet a document per row). Documents are
+joined with </s>; the corpus is tokenized with datasets.map (cached on disk) and read as memory-mapped token blocks.
 Writes a Hub-ready folder: weights + code, tokenizer, generation_config.json (the chosen decoding, which
 pipeline("text-generation") uses), metrics.json (bits per byte and perplexity on all test reviews, decoding
-statistics), samples.json, training_curve.png, attention.png and the model card (README.md).
+statistics, and the bits per byte of lzma and bz2 on the same text: a floor any LM must beat), samples.json,
+training_curve.png, attention.png and the model card (README.md).
 """
 
+import hashlib
 import math
+import os
 import re
 import time
-from itertools import chain
+from pathlib import Path
+
+import datasets
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +27,8 @@ from transformers import DataCollatorForLanguageModeling, pipeline, set_seed
 
 from scratchformer import ScratchformerForCausalLM
 
-from . import common
+from . import common, sources
+from .baselines import compressor_bits_per_byte
 
 PRESETS = {
     "tiny": common.Preset(vocab_size=400, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
@@ -38,6 +48,8 @@ PRESETS = {
                          intermediate_size=2048, max_length=512, epochs=3, batch_size=64, eval_batch_size=128,
                          learning_rate=3e-4, save_steps=500, bf16=True, position_embedding_type="rotary"),
 }
+# A user's corpus trains for at least MIN_STEPS and at most MAX_STEPS optimizer steps (IMDb's cpu-small: about 550).
+MIN_STEPS, MAX_STEPS = 300, 1000
 CURVE_BLOCKS = 128  # validation blocks evaluated at each save during training (the training curve)
 NEW_TOKENS = 64  # continuations measured and shown: 64 new tokens after a review's first sentence
 PROMPTS = 100  # reviews whose first sentence is continued, for the decoding statistics
@@ -65,34 +77,73 @@ def collapse_line_breaks(text: str) -> str:
     return LINE_BREAKS.sub("\n", text.strip())
 
 
-def token_stream(tokenizer, texts: list[str]) -> list[int]:
-    """The texts as one token stream, each ended by the end-of-text token </s>: how the LM reads reviews."""
-    return list(chain.from_iterable(ids + [tokenizer.eos_token_id] for ids in tokenizer(texts)["input_ids"]))
+def tokenize(tokenizer, data, num_proc: int | None = None):
+    """Each document's token ids ended by the end-of-text token </s> (how the LM reads documents), and its UTF-8
+    size, through datasets.map, for a Dataset or each split of a DatasetDict. A split read from files is cached on disk beside them, under its fingerprint and
+    the tokenizer's: a second run on the same data with the same tokenizer reads the cache."""
+    eos = tokenizer.eos_token_id
+    vocabulary = hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest()[:16]
+
+    def encode(batch):
+        return {"input_ids": [ids + [eos] for ids in tokenizer(batch["text"])["input_ids"]],
+                "bytes": [len(text.encode("utf-8")) for text in batch["text"]]}
+
+    def cache(part):
+        if not part.cache_files:  # in memory (IMDb): nothing to cache beside
+            return None
+        return str(Path(part.cache_files[0]["filename"]).parent / f"tokenized-{part._fingerprint}-{vocabulary}.arrow")
+
+    def run(part):
+        return part.map(encode, batched=True, num_proc=num_proc, remove_columns=["text"], desc="tokenizing",
+                        cache_file_name=cache(part))
+
+    if isinstance(data, datasets.Dataset):
+        return run(data)
+    return datasets.DatasetDict({split: run(part) for split, part in data.items()})
 
 
-def blocks(tokenizer, texts: list[str], block_size: int) -> dict[str, list[list[int]]]:
-    """Pack the stream into equal blocks across review boundaries, as GPT-2 was trained."""
-    stream = token_stream(tokenizer, texts)
+def pack(batch: dict, block_size: int) -> dict[str, list[list[int]]]:
+    """Pack a batch of documents' ids into equal blocks across document boundaries, as GPT-2 was trained (the rest
+    of the batch, under one block, is left out)."""
+    stream = [token for ids in batch["input_ids"] for token in ids]
     usable = len(stream) - len(stream) % block_size
     return {"input_ids": [stream[i : i + block_size] for i in range(0, usable, block_size)]}
 
 
-def scored_windows(ids: list[int], block_size: int) -> list[list[int]]:
-    """Windows of at most block_size tokens overlapping by one, so that every token but the first is predicted once."""
-    step = block_size - 1
-    return [ids[start : start + block_size] for start in range(0, max(1, len(ids) - 1), step)]
+def scored_windows(documents, block_size: int, first: int):
+    """Windows of at most block_size tokens overlapping by one over `first` and the documents' ids (a tokenized
+    split, read in batches), so that every token but the first is predicted once."""
+    step, buffer = block_size - 1, [first]
+    for batch in documents.iter(batch_size=1000):
+        for ids in batch["input_ids"]:
+            buffer.extend(ids)
+            while len(buffer) >= block_size:
+                yield buffer[:block_size]
+                buffer = buffer[step:]
+    if len(buffer) > 1:
+        yield buffer
+
+
+def batched(items, size: int):
+    """Lists of `size` consecutive items (the last one shorter)."""
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 @torch.no_grad()
-def bits_per_byte(model, tokenizer, texts: list[str], block_size: int, batch_size: int) -> dict:
-    """Total NLL of the texts in bits per UTF-8 byte of the texts, a figure any tokenizer can be compared on; also
-    per token (loss, perplexity). Every token of every review and its </s> is scored once, after a leading </s>."""
-    ids = [tokenizer.eos_token_id] + token_stream(tokenizer, texts)
-    windows = scored_windows(ids, block_size)
+def bits_per_byte(model, tokenizer, documents, block_size: int, batch_size: int) -> dict:
+    """Total NLL of a tokenized split in bits per UTF-8 byte of its texts, a figure any tokenizer can be compared on;
+    also per token (loss, perplexity). Every token of every document and its </s> is scored once, after a leading
+    </s>. The split is read in batches: memory does not grow with it."""
     model.eval()
     nats = 0.0
-    for first in range(0, len(windows), batch_size):
-        batch = windows[first : first + batch_size]
+    for batch in batched(scored_windows(documents, block_size, tokenizer.eos_token_id), batch_size):
         input_ids = torch.full((len(batch), max(map(len, batch))), tokenizer.pad_token_id)
         labels = torch.full_like(input_ids, -100)
         for row, window in enumerate(batch):
@@ -101,7 +152,8 @@ def bits_per_byte(model, tokenizer, texts: list[str], block_size: int, batch_siz
         logits = model(input_ids=input_ids.to(model.device)).logits
         nats += F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten().to(model.device),
                                 ignore_index=-100, reduction="sum").item()
-    tokens, size = len(ids) - 1, sum(len(text.encode("utf-8")) for text in texts)
+    tokens = sum(len(ids) for batch in documents.iter(batch_size=1000) for ids in batch["input_ids"])
+    size = sum(sum(batch["bytes"]) for batch in documents.iter(batch_size=1000))
     return {"bits_per_byte": nats / math.log(2) / size, "loss": nats / tokens, "perplexity": math.exp(nats / tokens),
             "tokens": tokens, "bytes": size}
 
@@ -210,31 +262,43 @@ def pipeline_speed(model, tokenizer, prompts: list[str], batch_size: int = 25) -
     return sum(len(tokenizer(o[0]["generated_text"])["input_ids"]) for o in outputs) / seconds
 
 
-def prepare_data(args, preset: common.Preset, work):
-    """IMDb (line breaks collapsed), its tokenizer (trained on the train split), and the reviews packed into blocks."""
-    data = common.load_data(args)
-    data = data.map(lambda row: {"text": collapse_line_breaks(row["text"])})
-    tokenizer = common.tokenizer_for(data["train"]["text"], work, preset)
-    packed = data.map(
-        lambda batch: blocks(tokenizer, batch["text"], preset.max_length),
-        batched=True,
-        remove_columns=["text", "label"],
-    )
-    return data, tokenizer, packed
+def read_data(args) -> sources.Source:
+    """The user's text (training/sources.py), or IMDb's reviews with their line breaks collapsed."""
+    if sources.given(args):
+        return sources.corpus(args)
+    imdb = common.imdb_source(args)
+    imdb.splits = imdb.splits.map(lambda row: {"text": collapse_line_breaks(row["text"])}).select_columns(["text"])
+    return imdb
 
 
-def known_words(texts: list[str]) -> set[str]:
-    """The train split's word list."""
+PACK_BYTES = 4_000_000  # about this much text is packed at a time (IMDb: 1,000 reviews, datasets' default batch)
+
+
+def prepare_data(args, preset: common.Preset, work, data):
+    """The tokenizer (trained on the train split), each split tokenized, and the train and validation texts packed
+    into blocks."""
+    tokenizer = common.tokenizer_for(common.text_sample(data["train"]), work, preset)
+    big = sources.given(args) and common.text_bytes(data["train"]) > 20_000_000
+    ids = tokenize(tokenizer, data, num_proc=min(4, os.cpu_count() or 1) if big else None)
+    mean_bytes = sum(ids["train"][:1000]["bytes"]) / min(1000, len(ids["train"]))
+    packed = ids.map(pack, batched=True, fn_kwargs={"block_size": preset.max_length},
+                     batch_size=1000 if not sources.given(args) else max(1, min(1000, int(PACK_BYTES / mean_bytes))),
+                     remove_columns=["input_ids", "bytes"], desc="packing")
+    return tokenizer, ids, packed
+
+
+def known_words(texts) -> set[str]:
+    """The words of the texts (the train split's word list)."""
     return {w for text in texts for w in words(text)}
 
 
-def decoding_report(model, tokenizer, data, seed: int) -> tuple[dict, list[dict]]:
-    """Choose the default decoding on validation reviews, save it as the generation config, and measure greedy, 4-beam
-    and it on the first sentences of PROMPTS test reviews; five unedited samples; pipeline tokens per second."""
-    vocabulary = known_words(list(data["train"]["text"]))
+def decoding_report(model, tokenizer, data, seed: int, split: str = "test") -> tuple[dict, list[dict]]:
+    """Choose the default decoding on validation texts, save it as the generation config, and measure greedy, 4-beam
+    and it on the first sentences of PROMPTS texts of `split`; five unedited samples; pipeline tokens per second."""
+    vocabulary = known_words(common.text_sample(data["train"]))
     best, validation_table = choose_decoding(model, tokenizer, data["validation"][:PROMPTS]["text"], vocabulary, seed)
     model.generation_config.update(**DECODINGS[best], **length_settings(model), pad_token_id=tokenizer.pad_token_id)
-    prompts, follow = reference_continuations(tokenizer, data["test"][:PROMPTS]["text"])
+    prompts, follow = reference_continuations(tokenizer, data[split][:PROMPTS]["text"])
     test_table = {"reviews": continuation_statistics(follow, vocabulary)}
     shown = {}
     for name in dict.fromkeys(["greedy", "beam4", best]):
@@ -250,8 +314,7 @@ def decoding_report(model, tokenizer, data, seed: int) -> tuple[dict, list[dict]
 
 
 def main(argv=None):
-    args = common.parse_args(__doc__.splitlines()[0], PRESETS, "runs/imdb-lm", argv)
-    preset = args.preset_values
+    args = common.parse_args(__doc__.splitlines()[0], PRESETS, "runs/imdb-lm", argv, task="lm")
     output = common.prepare_output_dir(args)
     if args.resume and common.run_is_complete(output):
         return 0
@@ -259,7 +322,15 @@ def main(argv=None):
     stopwatch = common.Stopwatch(output)
 
     common.enter_phase(output, "data")
-    data, tokenizer, packed = prepare_data(args, preset, work)
+    with common.data_errors_exit(args, output):
+        source = read_data(args)
+    data = source.splits
+    if sources.given(args):  # IMDb keeps its presets as they are
+        args.preset_values = common.sized_to_data(args, args.preset_values, common.text_bytes(data["train"]))
+    tokenizer, ids, packed = prepare_data(args, args.preset_values, work, data)
+    if sources.given(args):
+        args.preset_values = common.epochs_for_data(args, args.preset_values, len(packed["train"]), MIN_STEPS, MAX_STEPS)
+    preset = args.preset_values
 
     set_seed(args.seed)  # weight initialisation happens before Trainer seeds anything
     model = ScratchformerForCausalLM(common.model_config(tokenizer, preset, is_decoder=True))
@@ -267,7 +338,8 @@ def main(argv=None):
     trainer = common.RecipeTrainer(
         model=model,
         args=common.training_arguments(work / "train", preset, args.seed, preset.epochs, eval_strategy="steps",
-                                       eval_steps=preset.save_steps, prediction_loss_only=True),
+                                       eval_steps=preset.save_steps, prediction_loss_only=True,
+                                       **common.best_on_validation(args, preset, "eval_loss")),
         train_dataset=packed["train"],
         # The curve's points: a quick look at a slice of validation; all of it is measured at the end.
         eval_dataset=packed["validation"].select(range(min(CURVE_BLOCKS, len(packed["validation"])))),
@@ -279,14 +351,21 @@ def main(argv=None):
 
     common.enter_phase(output, "evaluate")
     if trainer.is_world_process_zero():
-        measure = lambda split: bits_per_byte(trainer.model, tokenizer, list(data[split]["text"]), preset.max_length,
+        split = source.eval_split
+        measure = lambda split: bits_per_byte(trainer.model, tokenizer, ids[split], preset.max_length,
                                               preset.eval_batch_size)
         start = time.perf_counter()
-        validation, test = measure("validation"), measure("test")
+        validation = measure("validation")
+        test = measure(split) if split != "validation" else validation
         evaluation_s = time.perf_counter() - start
-        decoding, shown = decoding_report(trainer.model, tokenizer, data, args.seed)
+        compressors = floors(data[split], test["bytes"])
+        decoding, shown = decoding_report(trainer.model, tokenizer, data, args.seed, split)
         metrics = {
             "bits_per_byte": test["bits_per_byte"],
+            "eval_split": split,
+            "compressors": compressors,
+            **common.data_metrics(source),
+            "examples": [first_sentence(text)[:80] for text in data[split][:2]["text"]],
             "perplexity": test["perplexity"],
             "test_loss": test["loss"],
             "test_tokens": test["tokens"],
@@ -298,12 +377,20 @@ def main(argv=None):
             **decoding,
             **common.base_metrics(args, trainer.model, stopwatch.total(), data),
         }
-        common.finish(output, trainer, tokenizer, metrics, "eval_loss", "IMDb causal language model",
-                      data["test"][0]["text"], extra_json={"samples.json": shown})
-        print(f"test bits per byte {metrics['bits_per_byte']:.3f} (perplexity {metrics['perplexity']:.1f}) on "
-              f"{len(data['test'])} reviews, default decoding {decoding['default_decoding']}, "
-              f"wall time {metrics['wall_time_s']:.0f} s  -> {output}")
+        common.finish(output, trainer, tokenizer, metrics, "eval_loss", f"{source.name} causal language model",
+                      data[split][0]["text"], extra_json={"samples.json": shown})
+        print(f"{split} bits per byte {metrics['bits_per_byte']:.3f} (perplexity {metrics['perplexity']:.1f}; lzma "
+              f"{compressors['lzma']:.3f}, bz2 {compressors['bz2']:.3f}) on {len(data[split])} documents, default "
+              f"decoding {decoding['default_decoding']}, wall time {metrics['wall_time_s']:.0f} s  -> {output}")
     return 0
+
+
+def floors(split, document_bytes: int) -> dict[str, float]:
+    """Bits per byte of lzma and bz2 on the split's documents joined by newlines, per byte of the documents (the
+    LM's denominator: it pays for its </s> separators as the compressors pay for the newlines)."""
+    texts = (text for batch in split.iter(batch_size=1000) for text in batch["text"])
+    joined_bytes = document_bytes + max(0, len(split) - 1)
+    return {name: value * joined_bytes / document_bytes for name, value in compressor_bits_per_byte(texts).items()}
 
 
 def validation_curve(log_history: list[dict], tokens_per_step: int, validation: dict) -> list[dict]:

@@ -1,12 +1,16 @@
-"""Translation with the encoder-decoder: tokenizer -> seq2seq training -> exact match and chrF, greedy and 4-beam.
+"""Translation with the encoder-decoder: tokenizer -> seq2seq training -> exact match, chrF and BLEU, greedy and 4-beam.
 
     python -m training.translate [--preset cpu-small|gpu|tiny] [--output-dir runs/translate] [--resume]
                                  [--target-lang de|fr] [--data-source pairs.tsv | saved-dataset-dir | hub-name]
+    python -m training.translate --train-file pairs.csv [--test-file test.csv] [--source-column en]
+                                 [--target-column de] --output-dir runs/my-translator
 
 No parallel corpus is reachable offline, so the default data is English number words -> German (or French) number
 words from num2words ("seventy-nine" -> "neunundsiebzig"). Numbers go to train/validation/test by a hash of the
-number, so no test number is ever seen in training. --data-source takes your own parallel text instead: a TSV
-(source<TAB>target per line) or a `datasets` dataset (saved folder or Hub name) with `source`/`target` columns.
+number, so no test number is ever seen in training. Any pairs of texts instead: the data flags every recipe takes
+(training/sources.py: --train-file/--test-file in CSV, TSV, JSON Lines or Parquet, or --dataset, with
+--source-column/--target-column), or --data-source: a TSV (source<TAB>target per line) or a `datasets` dataset with
+`source`/`target` columns, split by a hash of the source.
 
 Writes a Hub-ready folder: weights + code, tokenizer, generation config, metrics.json (exact_match, chrF, greedy
 and beam), samples.json (greedy and 4-beam translations), training_curve.png, attention.png (cross-attention
@@ -25,7 +29,7 @@ from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainingArguments, set_s
 
 from scratchformer import ScratchformerForConditionalGeneration
 
-from . import common
+from . import common, sources
 from .metrics import translation_metrics
 
 
@@ -152,6 +156,19 @@ def parallel_text(source: str, seed: int, max_train_samples: int | None) -> data
     return data
 
 
+def read_data(args, preset: TranslationPreset) -> tuple[datasets.DatasetDict, dict]:
+    """The pairs (the user's, or number words) and what metrics.json says of them."""
+    if sources.given(args):
+        source = sources.pairs(args)
+        return source.splits, {"task": source.name, "eval_split": source.eval_split, **common.data_metrics(source)}
+    if args.data_source:
+        data = parallel_text(args.data_source, args.seed, args.max_train_samples)
+    else:
+        data = number_words(preset, args.target_lang, args.seed, args.max_train_samples)
+    task = "number words en->" + args.target_lang if not args.data_source else args.data_source
+    return data, {"task": task, "eval_split": "test", **data_facts(args.data_source, args.target_lang)}
+
+
 def data_facts(data_source: str | None, target_lang: str) -> dict:
     """What metrics.json (and so the model card) says about the data: "dataset" (num2words, a Hub dataset id, or
     the name of a local file/folder, never its full path), "hub_dataset" when it came from the Hub, and "languages"
@@ -163,19 +180,19 @@ def data_facts(data_source: str | None, target_lang: str) -> dict:
     return {"dataset": data_source, "hub_dataset": data_source}
 
 
-def translate(model, tokenizer, sources: list[str], batch_size: int, **generate_kwargs) -> list[str]:
+def translate(model, tokenizer, texts: list[str], batch_size: int, **generate_kwargs) -> list[str]:
     """Translate texts in batches of similar length (little padding), returned in the original order."""
     model.eval()
-    order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     outputs: dict[int, str] = {}
     for start in range(0, len(order), batch_size):
         batch = order[start : start + batch_size]
-        inputs = tokenizer([sources[i] for i in batch], return_tensors="pt", padding=True, truncation=True).to(model.device)
+        inputs = tokenizer([texts[i] for i in batch], return_tensors="pt", padding=True, truncation=True).to(model.device)
         with torch.no_grad():
             generated = model.generate(**inputs, do_sample=False, **generate_kwargs)
         for i, text in zip(batch, tokenizer.batch_decode(generated, skip_special_tokens=True)):
             outputs[i] = text.strip()
-    return [outputs[i] for i in range(len(sources))]
+    return [outputs[i] for i in range(len(texts))]
 
 
 def exact_match_by_digits(numbers, predictions: list[str], references: list[str]) -> dict[str, float]:
@@ -233,7 +250,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv=None):
-    args = common.parse_args(__doc__.splitlines()[0], PRESETS, "runs/translate", argv, add_arguments)
+    args = common.parse_args(__doc__.splitlines()[0], PRESETS, "runs/translate", argv, add_arguments, task="seq2seq")
     preset = args.preset_values
     output = common.prepare_output_dir(args)
     if args.resume and common.run_is_complete(output):
@@ -242,12 +259,9 @@ def main(argv=None):
     stopwatch = common.Stopwatch(output)
 
     common.enter_phase(output, "data")
-    with common.process_state().main_process_first():
-        if args.data_source:
-            data = parallel_text(args.data_source, args.seed, args.max_train_samples)
-        else:
-            data = number_words(preset, args.target_lang, args.seed, args.max_train_samples)
-    if args.max_test_samples is not None and len(data["test"]) > args.max_test_samples:
+    with common.data_errors_exit(args, output):
+        data, facts = read_data(args, preset)
+    if "test" in data and args.max_test_samples is not None and len(data["test"]) > args.max_test_samples:
         data["test"] = data["test"].select(range(args.max_test_samples))
     # One tokenizer for both sides (trained on the train split only): encoder, decoder and output share embeddings.
     tokenizer = common.tokenizer_for(list(data["train"]["source"]) + list(data["train"]["target"]), work, preset,
@@ -293,26 +307,28 @@ def main(argv=None):
     common.enter_phase(output, "evaluate")
     if trainer.is_world_process_zero():
         model = trainer.model
-        sources, references = list(data["test"]["source"]), list(data["test"]["target"])
+        split = facts["eval_split"]
+        texts, references = list(data[split]["source"]), list(data[split]["target"])
         results = {}
         for name, beams in {"greedy": 1, f"beam{BEAMS}": BEAMS}.items():
-            predictions = translate(model, tokenizer, sources, preset.generation_batch_size, num_beams=beams)
+            predictions = translate(model, tokenizer, texts, preset.generation_batch_size, num_beams=beams)
             scores = metric.compute(predictions=predictions, references=references)
             results[name] = {"predictions": predictions, **scores}
         beam = results[f"beam{BEAMS}"]
         metrics = {
             "exact_match": beam["exact_match"],
             "chrf": beam["chrf"],
+            "bleu": beam["bleu"],
             "exact_match_greedy": results["greedy"]["exact_match"],
             "chrf_greedy": results["greedy"]["chrf"],
+            "bleu_greedy": results["greedy"]["bleu"],
             f"exact_match_beam{BEAMS}": beam["exact_match"],
             f"chrf_beam{BEAMS}": beam["chrf"],
-            "eval_split": "test",
-            "task": "number words en->" + args.target_lang if not args.data_source else args.data_source,
-            **data_facts(args.data_source, args.target_lang),
+            f"bleu_beam{BEAMS}": beam["bleu"],
+            **facts,
             **common.base_metrics(args, model, stopwatch.total(), data),
         }
-        if "number" in data["test"].column_names:  # where the errors are: accuracy per number of digits
+        if "number" in data[split].column_names:  # where the errors are: accuracy per number of digits
             metrics["exact_match_by_digits"] = exact_match_by_digits(data["test"]["number"], beam["predictions"], references)
         if "test_small" in data:  # all held-out numbers below SMALL_NUMBERS, greedy and beam
             small_sources, small_references = list(data["test_small"]["source"]), list(data["test_small"]["target"])
@@ -322,16 +338,17 @@ def main(argv=None):
                 metrics[f"exact_match_below_{SMALL_NUMBERS}_{name}"] = score
             metrics[f"test_below_{SMALL_NUMBERS}_samples"] = len(small_sources)
             metrics["wall_time_s"] = round(stopwatch.total(), 1)
-        spread = sorted({i * len(sources) // NUM_SAMPLES for i in range(NUM_SAMPLES)})  # short to long sources
+        spread = sorted({i * len(texts) // NUM_SAMPLES for i in range(NUM_SAMPLES)})  # short to long sources
         samples = [
-            {"source": sources[i], "reference": references[i], "greedy": results["greedy"]["predictions"][i],
+            {"source": texts[i], "reference": references[i], "greedy": results["greedy"]["predictions"][i],
              f"beam{BEAMS}": beam["predictions"][i]}
             for i in spread
         ]
         common.finish(output, trainer, tokenizer, metrics, "eval_exact_match", "translation (encoder-decoder)",
-                      sources[0], attention_plot=plot_alignment, extra_json={"samples.json": samples})
-        print(f"test exact match greedy {metrics['exact_match_greedy']:.2%}, beam{BEAMS} {metrics['exact_match']:.2%} "
-              f"(chrF {metrics['chrf_greedy']:.1f} / {metrics['chrf']:.1f}) on {len(sources)} sources, "
+                      texts[0], attention_plot=plot_alignment, extra_json={"samples.json": samples})
+        print(f"{split} exact match greedy {metrics['exact_match_greedy']:.2%}, beam{BEAMS} {metrics['exact_match']:.2%} "
+              f"(chrF {metrics['chrf_greedy']:.1f} / {metrics['chrf']:.1f}, BLEU {metrics['bleu_greedy']:.1f} / "
+              f"{metrics['bleu']:.1f}) on {len(texts)} sources, "
               f"wall time {metrics['wall_time_s']:.0f} s  -> {output}")
     return 0
 
