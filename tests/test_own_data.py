@@ -93,7 +93,7 @@ def test_classify_own_csv_with_four_labels(tmp_path, real_imdb):
     assert set(scores) == set(LABELS)
     assert all(abs(scores[name] - expected[i].item()) < 1e-5 for i, name in enumerate(LABELS))
     card = (output / "README.md").read_text()
-    assert "tickets.csv" in card and "outage" in card and "IMDb" not in card
+    assert "tickets.csv" in card and "outage" in card and "movie review" not in card and "stanfordnlp/imdb" not in card
 
 
 def test_the_imdb_default_equals_imdb_given_as_own_data(tmp_path, fake_aclimdb):
@@ -139,7 +139,7 @@ def test_lm_on_a_folder_of_long_text_files(tmp_path, real_imdb):
     out = model.generate(**tokenizer("It was", return_tensors="pt"), max_new_tokens=5, do_sample=False)
     assert out.shape[1] > 2
     card = (output / "README.md").read_text()
-    assert "novels" in card and "movie" not in card
+    assert "novels" in card and "movie-review" not in card and "stanfordnlp/imdb" not in card  # (samples may say "movie")
 
 
 def test_lm_tokenizes_a_corpus_once(tmp_path):
