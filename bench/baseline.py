@@ -1,4 +1,5 @@
-"""Linear IMDb baselines on the split of training.data.load_imdb: TF-IDF + logistic regression, and NBSVM-bi.
+"""Linear baselines, TF-IDF + logistic regression and NBSVM-bi, on IMDb's split (training.data.load_imdb) or on a
+user's labelled texts (the recipes' data flags, training/sources.py).
 
 NBSVM is from Wang & Manning, "Baselines and Bigrams: Simple, Good Sentiment and Topic Classification",
 ACL 2012: binarized uni+bigram counts scaled by the naive-Bayes log-count ratio r, then an L2-regularized
@@ -8,6 +9,8 @@ train+validation (the full official 25,000-review train split; no hyperparameter
 tested on all 25,000 test reviews.
 
 Usage: python -m bench.baseline [--source SOURCE] [--json PATH]
+       python -m bench.baseline --train-file train.csv --test-file test.csv [--text-column C] [--label-column C]
+(with no test data, the baselines are tested on the validation split carved from train, and train on the rest)
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import sklearn
 
+from training import sources
 from training.baselines import BASELINES, TOKEN_PATTERN, linear_baselines, nbsvm_bi, tfidf_lr  # noqa: F401
 from training.data import load_imdb
 
@@ -36,24 +40,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=sorted(BASELINES), action="append", help="run only these baselines")
     parser.add_argument("--max-train-samples", type=int, default=None, help="smoke runs: subsample train")
     parser.add_argument("--max-test-samples", type=int, default=None, help="smoke runs: subsample test")
+    sources.add_arguments(parser, "classify")
     args = parser.parse_args(argv)
 
-    data = load_imdb(
-        args.source,
-        cache_dir=args.cache_dir,
-        seed=args.seed,
-        max_train_samples=args.max_train_samples,
-        max_test_samples=args.max_test_samples,
-    )
+    if sources.given(args):
+        try:
+            source, _ = sources.classification(args)
+        except sources.DataError as error:
+            parser.exit(2, f"error: {error}\n")
+        data, name, test_split = source.splits, source.name, source.eval_split
+    else:
+        data = load_imdb(
+            args.source,
+            cache_dir=args.cache_dir,
+            seed=args.seed,
+            max_train_samples=args.max_train_samples,
+            max_test_samples=args.max_test_samples,
+        )
+        name, test_split = "imdb (Maas et al., ACL 2011)", "test"
+    train_on = args.train_on if test_split == "test" else "train"  # never train on what is tested
     train_texts = list(data["train"]["text"])
     train_labels = list(data["train"]["label"])
-    if args.train_on == "train+validation":
+    if train_on == "train+validation":
         train_texts += data["validation"]["text"]
         train_labels += data["validation"]["label"]
     y_train = np.asarray(train_labels)
-    test_texts = list(data["test"]["text"])
-    y_test = np.asarray(data["test"]["label"])
-    print(f"IMDb: training on {args.train_on} ({len(y_train)} reviews), testing on {len(y_test)} reviews")
+    test_texts = list(data[test_split]["text"])
+    y_test = np.asarray(data[test_split]["label"])
+    print(f"{name}: training on {train_on} ({len(y_train)} texts), testing on {test_split} ({len(y_test)} texts)")
 
     results = []
     for name in args.only or list(BASELINES):
@@ -68,8 +82,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{row['model']:<10} {100 * row['accuracy']:>8.2f}% {100 * row['f1']:>7.2f}% {row['seconds']:>7.1f}")
     if args.json is not None:
         report = {
-            "dataset": "imdb (Maas et al., ACL 2011)",
-            "train_on": args.train_on,
+            "dataset": name,
+            "train_on": train_on,
+            "test_split": test_split,
             "n_train": int(len(y_train)),
             "n_test": int(len(y_test)),
             "seed": args.seed,

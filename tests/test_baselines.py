@@ -1,6 +1,7 @@
 """training.baselines: linear classifier baselines for any number of labels, and compressor floors for an LM."""
 
 import bz2
+import json
 import lzma
 import random
 import re
@@ -151,3 +152,26 @@ def test_compressor_floors(monkeypatch):
 
     with pytest.raises(ValueError):
         compressor_bits_per_byte([])
+
+
+def test_bench_baseline_takes_a_users_files(tmp_path):
+    # python -m bench.baseline --train-file ... --test-file ...: the recipes' data flags, any label set.
+    import csv
+
+    from bench import baseline
+
+    words = {"billing": "invoice refund charged", "bug": "crash error broken", "feature": "please add option"}
+    for name, count in (("train", 90), ("test", 30)):
+        with open(tmp_path / f"{name}.csv", "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["text", "topic"])
+            for i in range(count):
+                label = list(words)[i % 3]
+                writer.writerow([f"ticket {i}: the app {words[label]} today", label])
+    report = tmp_path / "report.json"
+    assert baseline.main(["--train-file", str(tmp_path / "train.csv"), "--test-file", str(tmp_path / "test.csv"),
+                          "--label-column", "topic", "--json", str(report)]) == 0
+    result = json.loads(report.read_text())
+    assert result["dataset"] == "train.csv" and result["n_test"] == 30 and result["test_split"] == "test"
+    assert {r["model"] for r in result["results"]} == {"nbsvm-bi", "tfidf-lr"}
+    assert all(r["accuracy"] > 0.9 for r in result["results"])
