@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
             source, _ = sources.classification(args)
         except sources.DataError as error:
             parser.exit(2, f"error: {error}\n")
-        data, name, test_split = source.splits, source.name, source.eval_split
+        data, data_name, test_split = source.splits, source.name, source.eval_split
     else:
         data = load_imdb(
             args.source,
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
             max_train_samples=args.max_train_samples,
             max_test_samples=args.max_test_samples,
         )
-        name, test_split = "imdb (Maas et al., ACL 2011)", "test"
+        data_name, test_split = "imdb (Maas et al., ACL 2011)", "test"
     train_on = args.train_on if test_split == "test" else "train"  # never train on what is tested
     train_texts = list(data["train"]["text"])
     train_labels = list(data["train"]["label"])
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     y_train = np.asarray(train_labels)
     test_texts = list(data[test_split]["text"])
     y_test = np.asarray(data[test_split]["label"])
-    print(f"{name}: training on {train_on} ({len(y_train)} texts), testing on {test_split} ({len(y_test)} texts)")
+    print(f"{data_name}: training on {train_on} ({len(y_train)} texts), testing on {test_split} ({len(y_test)} texts)")
 
     results = []
     for name in args.only or list(BASELINES):
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{row['model']:<10} {100 * row['accuracy']:>8.2f}% {100 * row['f1']:>7.2f}% {row['seconds']:>7.1f}")
     if args.json is not None:
         report = {
-            "dataset": name,
+            "dataset": data_name,
             "train_on": train_on,
             "test_split": test_split,
             "n_train": int(len(y_train)),

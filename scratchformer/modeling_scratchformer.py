@@ -1001,16 +1001,37 @@ class NgramLogits(nn.Module):
         return ((self.weight[rows] * self.log_count_ratio[rows]) * present).sum(1)
 
     @torch.no_grad()
-    def fit_log_count_ratios(self, input_ids: list[list[int]], labels: list[int], smoothing: float = 1.0) -> None:
-        """Set each n-gram's log-count ratio per label from training texts: log of its share of the label's
-        n-grams over its share of the other labels' n-grams (add-`smoothing` counts), one review counting once."""
+    def fit_log_count_ratios(
+        self, input_ids: list[list[int]], labels: list[int], smoothing: float = 1.0, kind: str = "one_vs_rest"
+    ) -> None:
+        """Set each n-gram's log-count ratio per label from training texts (add-`smoothing` counts, one text counting
+        once). "one_vs_rest": log of its share of the label's n-grams over its share of the other labels' n-grams;
+        "multinomial": log of its share of the label's n-grams, centred over the labels. Both are NBSVM's ratio
+        and its negation for two labels (the second at half scale)."""
         counts = torch.zeros(self.buckets, self.weight.shape[1], dtype=torch.float64)
-        for ids, label in zip(input_ids, labels):
-            ngrams = self.distinct_ngrams(torch.tensor([ids], dtype=torch.long), None)[0]
-            counts[ngrams[ngrams >= 0], label] += 1
+        by_length = sorted(range(len(input_ids)), key=lambda i: len(input_ids[i]))
+        for first in range(0, len(by_length), 32):  # batches of similar lengths, right-padded and masked
+            batch = by_length[first : first + 32]
+            longest = max(1, max(len(input_ids[i]) for i in batch))
+            ids = torch.zeros(len(batch), longest, dtype=torch.long)
+            mask = torch.zeros(len(batch), longest, dtype=torch.long)
+            for row, i in enumerate(batch):
+                ids[row, : len(input_ids[i])] = torch.tensor(input_ids[i], dtype=torch.long)
+                mask[row, : len(input_ids[i])] = 1
+            ngrams = self.distinct_ngrams(ids, mask)
+            rows = torch.tensor([labels[i] for i in batch]).unsqueeze(1).expand_as(ngrams)
+            present = ngrams >= 0
+            counts.index_put_((ngrams[present], rows[present]), torch.ones(int(present.sum()), dtype=torch.float64),
+                              accumulate=True)
         inside = counts + smoothing
-        outside = counts.sum(1, keepdim=True) - counts + smoothing
-        ratio = (inside / inside.sum(0)).log() - (outside / outside.sum(0)).log()
+        if kind == "one_vs_rest":
+            outside = counts.sum(1, keepdim=True) - counts + smoothing
+            ratio = (inside / inside.sum(0)).log() - (outside / outside.sum(0)).log()
+        elif kind == "multinomial":
+            share = (inside / inside.sum(0)).log()
+            ratio = share - share.mean(1, keepdim=True)
+        else:
+            raise ValueError(f"fit_log_count_ratios: kind={kind!r}, expected 'one_vs_rest' or 'multinomial'")
         self.log_count_ratio.copy_(ratio.to(self.log_count_ratio.dtype))
 
 
@@ -1028,10 +1049,12 @@ class ScratchformerForSequenceClassification(ScratchformerPreTrainedModel):
         self.post_init()
 
     def fit_ngram_log_count_ratios(
-        self, input_ids: list[list[int]], labels: list[int], smoothing: float = 1.0, tokenizer=None
+        self, input_ids: list[list[int]], labels: list[int], smoothing: float = 1.0, tokenizer=None,
+        kind: str = "one_vs_rest",
     ) -> None:
         """Fit the n-gram path's naive-Bayes log-count ratios on training examples (token ids, class ids). With
-        word n-grams (config.ngram_word_order), `tokenizer` (the one that made the ids) tells which tokens form words."""
+        word n-grams (config.ngram_word_order), `tokenizer` (the one that made the ids) tells which tokens form words.
+        `kind`: how the ratios of more than two labels are formed (NgramLogits.fit_log_count_ratios)."""
         if self.ngram_logits is None:
             raise ValueError("fit_ngram_log_count_ratios: this model has no n-gram path (config.ngram_buckets is 0)")
         if self.num_labels < 2 or self.config.problem_type in ("regression", "multi_label_classification"):
@@ -1044,7 +1067,7 @@ class ScratchformerForSequenceClassification(ScratchformerPreTrainedModel):
                 raise ValueError("fit_ngram_log_count_ratios: config.ngram_word_order adds word n-grams; pass the "
                                  "tokenizer=... that made input_ids, so the model can tell which tokens form words")
             self.ngram_logits.set_word_pieces(tokenizer)
-        self.ngram_logits.fit_log_count_ratios(input_ids, labels, smoothing)
+        self.ngram_logits.fit_log_count_ratios(input_ids, labels, smoothing, kind)
 
     @can_return_tuple
     def forward(

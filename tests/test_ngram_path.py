@@ -180,3 +180,22 @@ def test_a_classifier_with_word_ngrams_needs_its_tokenizer_and_saves_the_word_ta
         torch.testing.assert_close(loaded(ids).logits, model(ids).logits)
     with pytest.raises(ValueError, match="outside the vocabulary"):  # the model's own message, not an index error
         loaded(torch.tensor([[5, len(tokenizer) + 3]]))
+
+
+def test_multinomial_ratios_are_centred_and_halve_nbsvm_for_two_labels():
+    # Two ways to form the ratios of more than two labels (training/NOTES.md measures them): for two labels both are
+    # NBSVM's ratio and its negation, the multinomial one at half scale; for more, the multinomial one sums to zero.
+    torch.manual_seed(0)
+    texts = [torch.randint(5, 400, (int(n),)).tolist() for n in torch.randint(3, 40, (30,))]
+    ratios = {}
+    for labels in (2, 3):
+        for kind in ("one_vs_rest", "multinomial"):
+            path = NgramLogits(tiny_config(ngram_buckets=BUCKETS, num_labels=labels))
+            path.fit_log_count_ratios(texts, [i % labels for i in range(30)], kind=kind)
+            ratios[labels, kind] = path.log_count_ratio
+    assert torch.allclose(ratios[2, "multinomial"], ratios[2, "one_vs_rest"] / 2, atol=1e-6)
+    assert torch.allclose(ratios[2, "one_vs_rest"][:, 0], -ratios[2, "one_vs_rest"][:, 1], atol=1e-6)
+    assert torch.allclose(ratios[3, "multinomial"].sum(1), torch.zeros(BUCKETS), atol=1e-5)
+    assert not torch.allclose(ratios[3, "multinomial"], ratios[3, "one_vs_rest"])
+    with pytest.raises(ValueError, match="kind='mystery'"):
+        path.fit_log_count_ratios(texts, [0] * 30, kind="mystery")

@@ -94,6 +94,9 @@ def test_classify_own_csv_with_four_labels(tmp_path, real_imdb):
     assert all(abs(scores[name] - expected[i].item()) < 1e-5 for i, name in enumerate(LABELS))
     card = (output / "README.md").read_text()
     assert "tickets.csv" in card and "outage" in card and "movie review" not in card and "stanfordnlp/imdb" not in card
+    # Named after the output folder (never the staging folder), one parameter count (metrics.json's) everywhere.
+    assert card.count("# classifier\n") == 1 and "your-username/classifier" in card and "publish" not in card
+    assert f"{metrics['num_parameters']:,}" in card and metrics["num_parameters"] == model.num_parameters()
 
 
 def test_the_imdb_default_equals_imdb_given_as_own_data(tmp_path, fake_aclimdb):
@@ -180,3 +183,25 @@ def test_bad_input_stops_with_one_error_and_leaves_nothing(tmp_path, real_imdb):
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: tickets.csv") and "no column 'topic'" in last and "ticket, body, category" in last
     assert "Traceback" not in result.stderr and not output.exists()
+
+
+def test_presets_are_sized_to_the_users_data():
+    # Vocabulary and n-gram table grow with the text, epochs keep training between MIN_STEPS and MAX_STEPS; IMDb,
+    # the tiny preset and what the user --set stay as they are.
+    import argparse
+
+    from training import classify, common
+
+    preset = classify.PRESETS["cpu-small"]
+    own = argparse.Namespace(train_file="tickets.csv", dataset=None, preset="cpu-small", set=[])
+    small = common.sized_to_data(own, preset, 500_000, num_labels=5)
+    assert (small.vocab_size, small.ngram_buckets) == (2000, 2**16)
+    assert common.sized_to_data(own, preset, 31_000_000, num_labels=2) == preset  # IMDb's size: IMDb's preset
+    assert common.sized_to_data(own, preset, 10**9, num_labels=40).ngram_buckets == 2**19  # <= 32M weights
+    assert common.epochs_for_data(own, preset, 1800, classify.MIN_STEPS, classify.MAX_STEPS).epochs == 10.526
+    assert common.epochs_for_data(own, preset, 1_000_000, classify.MIN_STEPS, classify.MAX_STEPS).epochs == 0.064
+    chosen = argparse.Namespace(train_file="tickets.csv", dataset=None, preset="cpu-small", set=["vocab_size=500"])
+    assert common.sized_to_data(chosen, preset, 500_000, num_labels=5).vocab_size == preset.vocab_size
+    for untouched in (argparse.Namespace(train_file=None, dataset=None, preset="cpu-small", set=[]),
+                      argparse.Namespace(train_file="t.csv", dataset=None, preset="tiny", set=[])):
+        assert common.sized_to_data(untouched, preset, 500_000, num_labels=5) == preset

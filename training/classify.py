@@ -142,7 +142,8 @@ def main(argv=None):
     else:
         model = ScratchformerForSequenceClassification(config)
     if preset.ngram_buckets:  # naive-Bayes counts over the train reviews (never validation or test)
-        model.fit_ngram_log_count_ratios(encoded["train"]["input_ids"], encoded["train"]["label"], tokenizer=tokenizer)
+        model.fit_ngram_log_count_ratios(encoded["train"]["input_ids"], encoded["train"]["label"], tokenizer=tokenizer,
+                                         kind=preset.ngram_ratio)
 
     common.enter_phase(output, "finetune")
     trainer = common.RecipeTrainer(

@@ -14,6 +14,9 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
+import datasets
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from accelerate import PartialState
 from transformers import AutoTokenizer, Seq2SeqTrainer, Trainer, TrainerCallback, TrainingArguments
@@ -58,6 +61,7 @@ class Preset:
     ngram_buckets: int = 0  # classifiers: the linear NBSVM-style bag-of-n-grams path (ScratchformerConfig; 0 = off)
     ngram_order: int = 3
     ngram_word_order: int = 0  # word n-grams added to the token n-grams of the n-gram path (0 = none)
+    ngram_ratio: str = "one_vs_rest"  # the n-gram path's ratios per label: one_vs_rest or multinomial (training/NOTES.md)
     optimizer: str = "adamw"  # or "muon": Muon on the hidden 2-D matrices, AdamW on the rest (MuonWithAdamW)
     lr_scheduler: str = "linear"  # a transformers scheduler name, e.g. "cosine"
     save_steps: int = 200
@@ -177,9 +181,20 @@ def text_sample(split, max_bytes: int = 64_000_000):
                 return
 
 
+def arrow_lengths(split, column: str):
+    """Each row's length in a list column (items) or a string column (UTF-8 bytes), from Arrow's offsets alone:
+    the values are not read, so a memory-mapped corpus is not paged in."""
+    values = split.data.column(column)
+    lengths = pc.binary_length(values) if pa.types.is_string(values.type) or pa.types.is_large_string(values.type) \
+        else pc.list_value_length(values)
+    if split._indices is not None:  # a filtered or carved split: its rows, in its order
+        lengths = lengths.take(split._indices.column(0))
+    return lengths
+
+
 def text_bytes(split) -> int:
-    """UTF-8 bytes of a split's texts, read in batches."""
-    return sum(len(text.encode("utf-8")) for batch in split.iter(batch_size=1000) for text in batch["text"])
+    """UTF-8 bytes of a split's texts."""
+    return int(pc.sum(arrow_lengths(split, "text")).as_py() or 0)
 
 
 # Sizing a preset to a user's data (training/NOTES.md, "Defaults sized to the data"). The presets were tuned on IMDb's
@@ -473,9 +488,16 @@ class ExactResume:
         self.add_callback(CheckpointManifest())
 
     def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        if (self.args.train_sampling_strategy == "group_by_length" and isinstance(dataset, datasets.Dataset)
+                and "input_ids" in dataset.column_names):
+            # transformers' sampler reads every example for its length, which pages a whole memory-mapped corpus in.
+            lengths = arrow_lengths(dataset, "input_ids").to_pylist()
+            return EpochSeededLengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                                                   lengths=lengths, seed=seed)
         sampler = super()._get_train_sampler(train_dataset)
         if type(sampler) is LengthGroupedSampler:
-            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
             sampler = EpochSeededLengthGroupedSampler(sampler.batch_size, lengths=sampler.lengths, seed=seed)
         return sampler
 
@@ -562,7 +584,7 @@ def best_on_validation(args, preset: Preset, metric: str) -> dict:
     """Trainer settings that end a run of a user's data on its best validation checkpoint (`metric`), evaluated at
     each save: a data set of unknown size may be over-trained by the steps its size calls for. IMDb's presets
     were tuned for their own schedules and keep them."""
-    if not sources.given(args) or args.preset == "tiny":
+    if not sources.given(args):
         return {}
     return {"load_best_model_at_end": True, "metric_for_best_model": metric,
             "greater_is_better": not metric.endswith("loss"), "eval_strategy": "steps", "eval_steps": preset.save_steps}

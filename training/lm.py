@@ -278,10 +278,12 @@ def prepare_data(args, preset: common.Preset, work, data):
     """The tokenizer (trained on the train split), each split tokenized, and the train and validation texts packed
     into blocks."""
     tokenizer = common.tokenizer_for(common.text_sample(data["train"]), work, preset)
+    # A big corpus is tokenized and packed by worker processes (the main one then never pages it in).
     big = sources.given(args) and common.text_bytes(data["train"]) > 20_000_000
-    ids = tokenize(tokenizer, data, num_proc=min(4, os.cpu_count() or 1) if big else None)
+    workers = min(4, os.cpu_count() or 1) if big else None
+    ids = tokenize(tokenizer, data, num_proc=workers)
     mean_bytes = sum(ids["train"][:1000]["bytes"]) / min(1000, len(ids["train"]))
-    packed = ids.map(pack, batched=True, fn_kwargs={"block_size": preset.max_length},
+    packed = ids.map(pack, batched=True, fn_kwargs={"block_size": preset.max_length}, num_proc=workers,
                      batch_size=1000 if not sources.given(args) else max(1, min(1000, int(PACK_BYTES / mean_bytes))),
                      remove_columns=["input_ids", "bytes"], desc="packing")
     return tokenizer, ids, packed
@@ -337,9 +339,9 @@ def main(argv=None):
     common.enter_phase(output, "train")
     trainer = common.RecipeTrainer(
         model=model,
-        args=common.training_arguments(work / "train", preset, args.seed, preset.epochs, eval_strategy="steps",
-                                       eval_steps=preset.save_steps, prediction_loss_only=True,
-                                       **common.best_on_validation(args, preset, "eval_loss")),
+        args=common.training_arguments(work / "train", preset, args.seed, preset.epochs, prediction_loss_only=True,
+                                       **{"eval_strategy": "steps", "eval_steps": preset.save_steps,
+                                          **common.best_on_validation(args, preset, "eval_loss")}),
         train_dataset=packed["train"],
         # The curve's points: a quick look at a slice of validation; all of it is measured at the end.
         eval_dataset=packed["validation"].select(range(min(CURVE_BLOCKS, len(packed["validation"])))),

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
+import numpy as np
 
 from .data import _stratified_take
 
@@ -227,7 +228,15 @@ def read(args, task: str) -> tuple[datasets.DatasetDict, str, str | None]:
         return data, args.dataset.rstrip("/").split("/")[-1] if hub is None else args.dataset, hub
     data = datasets.DatasetDict({split: read_file(getattr(args, f"{split}_file"), task)
                                  for split in SPLITS if getattr(args, f"{split}_file", None)})
-    return data, Path(args.train_file).expanduser().resolve().name, None
+    return data, display_name(Path(args.train_file)), None
+
+
+def display_name(train: Path) -> str:
+    """What the card calls a user's data: the train file's name, with its folder's when the name alone says nothing
+    (data/train.csv rather than train.csv)."""
+    train = train.expanduser().resolve()
+    generic = train.stem.lower() in {"train", "training", "data", "dataset", "all", "corpus"}
+    return f"{train.parent.name}/{train.name}" if generic and train.parent.name else train.name
 
 
 # ---------------------------------------------------------------------------------------------------------- columns
@@ -359,10 +368,10 @@ def finish_splits(data: datasets.DatasetDict, args, stratify: bool, notes: list[
                             "--validation-file")
         if stratify:
             validation, rest = _stratified_take(train["label"], size, random.Random(args.seed))
-        else:
-            order = list(range(len(train)))
-            random.Random(args.seed).shuffle(order)
-            validation, rest = sorted(order[:size]), sorted(order[size:])
+        else:  # numpy, not lists: a corpus of millions of lines carves in constant Python memory
+            taken = np.zeros(len(train), dtype=bool)
+            taken[np.random.default_rng(args.seed).choice(len(train), size, replace=False)] = True
+            validation, rest = np.flatnonzero(taken), np.flatnonzero(~taken)
         data["train"], data["validation"] = train.select(rest), train.select(validation)
         notes.append(f"validation: {size} of the {len(train)} train rows, carved"
                      + (" stratified by label" if stratify else "") + f" (seed {args.seed})")
