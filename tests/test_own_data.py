@@ -105,7 +105,7 @@ def test_the_imdb_default_equals_imdb_given_as_own_data(tmp_path, fake_aclimdb):
     run_recipe("classify", default, "--data-source", str(fake_aclimdb))
     load_imdb(str(fake_aclimdb)).save_to_disk(str(tmp_path / "saved"))
     own = tmp_path / "own"
-    run_recipe("classify", own, "--dataset", str(tmp_path / "saved"))
+    run_recipe("classify", own, "--dataset", str(tmp_path / "saved"), "--set", "best_checkpoint=false")
     first, second = load_file(default / "model.safetensors"), load_file(own / "model.safetensors")
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
     assert metrics_of(own)["labels"] == ["NEGATIVE", "POSITIVE"] and metrics_of(own)["dataset"] == "saved"

@@ -73,6 +73,9 @@ class Preset:
     # full cpu-small IMDb run trained 17 % slower compiled, compile time included, and a 148-step LM run 10 % slower
     # (3.5 % faster steps after 47 s of compiling; training/NOTES.md); GPU presets have not been measured.
     torch_compile: bool = False
+    # End on the checkpoint best on validation (evaluated at each save): None means for a user's data only, whose
+    # size may make the preset's steps too many; IMDb's presets were tuned for their own schedules and keep them.
+    best_checkpoint: bool | None = None
 
 
 def process_state() -> PartialState:
@@ -581,10 +584,9 @@ def data_metrics(source: sources.Source) -> dict:
 
 
 def best_on_validation(args, preset: Preset, metric: str) -> dict:
-    """Trainer settings that end a run of a user's data on its best validation checkpoint (`metric`), evaluated at
-    each save: a data set of unknown size may be over-trained by the steps its size calls for. IMDb's presets
-    were tuned for their own schedules and keep them."""
-    if not sources.given(args):
+    """Trainer settings that end the run on its best validation checkpoint (`metric`, evaluated at each save) where
+    preset.best_checkpoint asks for it (None: for a user's data only)."""
+    if not (preset.best_checkpoint if preset.best_checkpoint is not None else sources.given(args)):
         return {}
     return {"load_best_model_at_end": True, "metric_for_best_model": metric,
             "greater_is_better": not metric.endswith("loss"), "eval_strategy": "steps", "eval_steps": preset.save_steps}
