@@ -269,8 +269,10 @@ def _drop_empty(data: datasets.DatasetDict, columns: list[str], source: str, not
     """Rows whose text columns are missing or blank are dropped, and counted; a split with none left is an error."""
     kept = {}
     for split, part in data.items():
+        big = part.data.nbytes > 20_000_000  # read by worker processes: the main one does not page a corpus in
         keep = part.filter(lambda rows: [all(isinstance(r, str) and r.strip() for r in values)
-                                         for values in zip(*(rows[c] for c in columns))], batched=True)
+                                         for values in zip(*(rows[c] for c in columns))], batched=True,
+                           num_proc=2 if big else None)
         dropped = len(part) - len(keep)
         if dropped:
             notes.append(f"{dropped} of {len(part)} {split} rows dropped: empty {' or '.join(columns)}")
