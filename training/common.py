@@ -214,21 +214,23 @@ def _user_sized(args) -> set[str] | None:
 
 def _apply(preset: Preset, changes: dict, chosen: set[str], why: str) -> Preset:
     changes = {key: value for key, value in changes.items() if key not in chosen}
+    if not changes:
+        return preset
     logger.warning("Preset sized to the data (%s): %s", why, ", ".join(f"{k}={v}" for k, v in changes.items()))
     return replace(preset, **changes)
 
 
 def sized_to_data(args, preset: Preset, train_bytes: int, num_labels: int = 0) -> Preset:
-    """The preset's vocabulary and n-gram table fitted to the user's text: the vocabulary grows with the square root
-    of its size (never 16k for 500 documents), the n-gram table with its size and with no more than 32M weights over
-    all labels. IMDb, the tiny preset and every value the user --set are left as they are."""
+    """The preset's vocabulary and n-gram table fitted to the user's text: the vocabulary grows with the fourth root
+    of its size (never 16k for 500 documents), the n-gram table with its size (about a bucket per 2 bytes, room for
+    a small text's many distinct n-grams) and with no more than 32M weights over all labels. IMDb, the tiny preset and every value the user --set are left as they are."""
     chosen = _user_sized(args)
     if chosen is None:
         return preset
-    scale = math.sqrt(train_bytes / IMDB_TRAIN_BYTES)
+    scale = (train_bytes / IMDB_TRAIN_BYTES) ** 0.25
     changes = {"vocab_size": int(min(preset.vocab_size, max(1000, round(preset.vocab_size * scale, -3))))}
     if preset.ngram_buckets:
-        wanted = 2 ** round(math.log2(max(1, train_bytes / 8)))
+        wanted = 2 ** round(math.log2(max(1, train_bytes / 2)))
         ceiling = 2 ** int(math.log2(32 * 2**20 / max(2, num_labels)))
         changes["ngram_buckets"] = int(min(preset.ngram_buckets, ceiling, max(2**16, wanted)))
     return _apply(preset, changes, chosen, f"{train_bytes / 1e6:.1f} MB of train text")
