@@ -30,7 +30,7 @@ from transformers import DataCollatorForLanguageModeling, GPT2Config, GPT2LMHead
 
 from scratchformer import ScratchformerForCausalLM
 from training import common
-from training.lm import PRESETS, bits_per_byte, prepare_data
+from training.lm import PRESETS, bits_per_byte, prepare_data, read_data
 
 CALIBRATION_PAIRS = 10  # back-to-back (ours, theirs) steps, alternating which goes first
 
@@ -126,11 +126,12 @@ def add_arguments(parser) -> None:
 
 
 def main(argv=None) -> int:
-    args = common.parse_args(__doc__.splitlines()[0], PRESETS, "runs/lm-budget", argv, add_arguments)
+    args = common.parse_args(__doc__.splitlines()[0], PRESETS, "runs/lm-budget", argv, add_arguments, task="lm")
     preset = args.preset_values
     rates = [float(r) for r in args.learning_rates.split(",")]
     work = common.prepare_output_dir(args) / common.WORK
-    data, tokenizer, packed = prepare_data(args, preset, work)
+    data = read_data(args).splits  # IMDb, or a user's text through the recipe's data flags
+    tokenizer, _, packed = prepare_data(args, preset, work, data)
 
     collate = DataCollatorForLanguageModeling(tokenizer, mlm=False)
     rows = packed["train"].select(range(min(len(packed["train"]), 2 * preset.batch_size)))

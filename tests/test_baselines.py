@@ -161,7 +161,7 @@ def test_bench_baseline_takes_a_users_files(tmp_path):
     from bench import baseline
 
     words = {"billing": "invoice refund charged", "bug": "crash error broken", "feature": "please add option"}
-    for name, count in (("train", 90), ("test", 30)):
+    for name, count in (("tickets", 90), ("tickets-test", 30)):
         with open(tmp_path / f"{name}.csv", "w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["text", "topic"])
@@ -169,9 +169,9 @@ def test_bench_baseline_takes_a_users_files(tmp_path):
                 label = list(words)[i % 3]
                 writer.writerow([f"ticket {i}: the app {words[label]} today", label])
     report = tmp_path / "report.json"
-    assert baseline.main(["--train-file", str(tmp_path / "train.csv"), "--test-file", str(tmp_path / "test.csv"),
+    assert baseline.main(["--train-file", str(tmp_path / "tickets.csv"), "--test-file", str(tmp_path / "tickets-test.csv"),
                           "--label-column", "topic", "--json", str(report)]) == 0
     result = json.loads(report.read_text())
-    assert result["dataset"] == "train.csv" and result["n_test"] == 30 and result["test_split"] == "test"
+    assert result["dataset"] == "tickets.csv" and result["n_test"] == 30 and result["test_split"] == "test"
     assert {r["model"] for r in result["results"]} == {"nbsvm-bi", "tfidf-lr"}
     assert all(r["accuracy"] > 0.9 for r in result["results"])

@@ -45,6 +45,15 @@ def phase(output: Path, since: float = 0.0) -> str:
         return "start-up"
 
 
+def result_metrics(metrics: dict) -> dict:
+    """metrics.json without what measures the run rather than its result: the timings, and the baselines' seconds."""
+    kept = {k: v for k, v in metrics.items() if k not in TIMINGS}
+    if isinstance(kept.get("baselines"), dict):
+        kept["baselines"] = {name: {k: v for k, v in scores.items() if k != "seconds"}
+                             for name, scores in kept["baselines"].items()}
+    return kept
+
+
 def differences(reference: Path, output: Path) -> list[str]:
     """What differs between two finished runs: any weight (bit for bit), any metric but timings, any sample."""
     found = []
@@ -59,7 +68,7 @@ def differences(reference: Path, output: Path) -> list[str]:
             continue
         a, b = json.loads((reference / name).read_text()), json.loads((output / name).read_text())
         if name == "metrics.json":  # timings aside; the command differs only by its --output-dir
-            a, b = ({k: v for k, v in d.items() if k not in TIMINGS} for d in (a, b))
+            a, b = result_metrics(a), result_metrics(b)
             b["command"] = b.get("command", "").replace(str(output), str(reference))
         if a != b:
             keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k)) if isinstance(a, dict) else []

@@ -17,6 +17,7 @@ import math
 import os
 import re
 import time
+from itertools import chain
 from pathlib import Path
 
 import datasets
@@ -110,16 +111,15 @@ def pack(batch: dict, block_size: int) -> dict[str, list[list[int]]]:
     return {"input_ids": [stream[i : i + block_size] for i in range(0, usable, block_size)]}
 
 
-def scored_windows(documents, block_size: int, first: int):
-    """Windows of at most block_size tokens overlapping by one over `first` and the documents' ids (a tokenized
-    split, read in batches), so that every token but the first is predicted once."""
-    step, buffer = block_size - 1, [first]
-    for batch in documents.iter(batch_size=1000):
-        for ids in batch["input_ids"]:
-            buffer.extend(ids)
-            while len(buffer) >= block_size:
-                yield buffer[:block_size]
-                buffer = buffer[step:]
+def scored_windows(ids, block_size: int):
+    """Windows of at most block_size tokens overlapping by one over a stream of token ids (any iterable, read once),
+    so that every token but the first is predicted once."""
+    step, buffer = block_size - 1, []
+    for token in ids:
+        buffer.append(token)
+        if len(buffer) == block_size:
+            yield buffer
+            buffer = buffer[step:]
     if len(buffer) > 1:
         yield buffer
 
@@ -138,12 +138,16 @@ def batched(items, size: int):
 
 @torch.no_grad()
 def bits_per_byte(model, tokenizer, documents, block_size: int, batch_size: int) -> dict:
-    """Total NLL of a tokenized split in bits per UTF-8 byte of its texts, a figure any tokenizer can be compared on;
-    also per token (loss, perplexity). Every token of every document and its </s> is scored once, after a leading
-    </s>. The split is read in batches: memory does not grow with it."""
+    """Total NLL of texts in bits per UTF-8 byte of the texts, a figure any tokenizer can be compared on; also per
+    token (loss, perplexity). Every token of every document and its </s> is scored once, after a leading </s>.
+    `documents`: a list of texts, or a split tokenized by `tokenize`, read in batches (memory does not grow with it)."""
+    if not isinstance(documents, datasets.Dataset):
+        documents = tokenize(tokenizer, datasets.Dataset.from_dict({"text": list(documents)}))
+    stream = chain([tokenizer.eos_token_id],
+                   (token for rows in documents.iter(batch_size=1000) for ids in rows["input_ids"] for token in ids))
     model.eval()
     nats = 0.0
-    for batch in batched(scored_windows(documents, block_size, tokenizer.eos_token_id), batch_size):
+    for batch in batched(scored_windows(stream, block_size), batch_size):
         input_ids = torch.full((len(batch), max(map(len, batch))), tokenizer.pad_token_id)
         labels = torch.full_like(input_ids, -100)
         for row, window in enumerate(batch):
