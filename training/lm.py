@@ -17,7 +17,6 @@ import math
 import os
 import re
 import time
-from itertools import chain
 from pathlib import Path
 
 import datasets
@@ -143,11 +142,19 @@ def bits_per_byte(model, tokenizer, documents, block_size: int, batch_size: int)
     `documents`: a list of texts, or a split tokenized by `tokenize`, read in batches (memory does not grow with it)."""
     if not isinstance(documents, datasets.Dataset):
         documents = tokenize(tokenizer, datasets.Dataset.from_dict({"text": list(documents)}))
-    stream = chain([tokenizer.eos_token_id],
-                   (token for rows in documents.iter(batch_size=1000) for ids in rows["input_ids"] for token in ids))
+    seen = {"tokens": 0, "bytes": 0}  # counted while the stream is read: the split is read once
+
+    def stream():
+        yield tokenizer.eos_token_id
+        for rows in documents.iter(batch_size=1000):
+            seen["bytes"] += sum(rows["bytes"])
+            for ids in rows["input_ids"]:
+                seen["tokens"] += len(ids)
+                yield from ids
+
     model.eval()
     nats = 0.0
-    for batch in batched(scored_windows(stream, block_size), batch_size):
+    for batch in batched(scored_windows(stream(), block_size), batch_size):
         input_ids = torch.full((len(batch), max(map(len, batch))), tokenizer.pad_token_id)
         labels = torch.full_like(input_ids, -100)
         for row, window in enumerate(batch):
@@ -156,8 +163,7 @@ def bits_per_byte(model, tokenizer, documents, block_size: int, batch_size: int)
         logits = model(input_ids=input_ids.to(model.device)).logits
         nats += F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten().to(model.device),
                                 ignore_index=-100, reduction="sum").item()
-    tokens = sum(len(ids) for batch in documents.iter(batch_size=1000) for ids in batch["input_ids"])
-    size = sum(sum(batch["bytes"]) for batch in documents.iter(batch_size=1000))
+    tokens, size = seen["tokens"], seen["bytes"]
     return {"bits_per_byte": nats / math.log(2) / size, "loss": nats / tokens, "perplexity": math.exp(nats / tokens),
             "tokens": tokens, "bytes": size}
 
