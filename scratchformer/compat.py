@@ -3,8 +3,9 @@ workarounds, in one place.
 
 transformers 5.24 renamed the KV cache's argument and output field from `past_key_values` to `cache`: generate()
 passes `cache=` to forward and reads `outputs.cache`, where 5.23 passes and reads `past_key_values`. The model says
-`cache` throughout; these helpers translate at its edges. This file is saved with the model code, so remote-code
-users get the same translation for whatever release they have.
+`cache` throughout; these helpers translate at its edges. Continuous batching's paged cache is written by 5.23's
+attention functions, and by the model from 5.25 (attention_function_writes_cache). This file is saved with the model
+code, so remote-code users get the same translation for whatever release they have.
 """
 
 import functools
@@ -12,6 +13,8 @@ import inspect
 
 import torch
 from torch import nn
+from transformers.generation.continuous_batching.cache import PagedAttentionCache
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 # The name the installed release uses, told by feature (is `cache` a field of the built-in outputs?), not by version.
@@ -47,6 +50,31 @@ def accepts_either_cache_name(forward):
 
     forward_with_either_name.__signature__ = signature.replace(parameters=parameters)
     return forward_with_either_name
+
+
+# Continuous batching (paged attention) ------------------------------------------------------------------------------
+#
+# transformers' continuous batching (model.generate_batch, `transformers serve --continuous-batching`) packs a step's
+# requests into one row and passes forward a PagedAttentionCache as `cache=`, with position_ids placing each token in
+# its own request. Who writes the step's keys and values into that cache differs between releases: in 5.23 the
+# attention functions do (sdpa, paged|eager and flash take the cache as `cache=` and call its update), and a model
+# that also wrote them would attend over its keys twice; from 5.25, as with any other cache, the model calls
+# cache.update(..., kwargs=kwargs) and the attention functions leave it alone. Told by feature (does the sdpa function
+# take a `cache` argument?), not by version.
+
+ATTENTION_FUNCTIONS_WRITE_PAGED_CACHE = "cache" in inspect.signature(sdpa_attention_forward).parameters
+
+
+def is_paged_cache(cache) -> bool:
+    """Whether `cache` is continuous batching's paged cache: many requests packed in one row, no one length."""
+    return isinstance(cache, PagedAttentionCache)
+
+
+def attention_function_writes_cache(cache) -> bool:
+    """Whether the attention function, not the model, writes this step's keys and values into `cache`: a paged cache
+    under a release (5.23) whose attention functions update it themselves. The model then hands the cache to the
+    function as `cache=` and does not call cache.update."""
+    return ATTENTION_FUNCTIONS_WRITE_PAGED_CACHE and isinstance(cache, PagedAttentionCache)
 
 
 # torch.compile ------------------------------------------------------------------------------------------------------

@@ -27,8 +27,6 @@ from torch import nn
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
-from transformers.conversion_mapping import register_checkpoint_conversion_mapping
-from transformers.core_model_loading import Concatenate, WeightConverter
 from transformers.generation import GenerationMixin
 from transformers.masking_utils import create_bidirectional_mask, create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
@@ -296,30 +294,13 @@ def eager_attention_forward(
     return output.transpose(1, 2).contiguous(), weights  # [B, L, H, D], as every attention backend returns
 
 
-# Checkpoints hold the query, key and value projections as three matrices (q_proj, k_proj, v_proj), the format of
-# every saved model. At run time they are stacked into one, `query_key_value`, so self-attention makes all three with
-# one matmul: transformers stacks them when loading (from_pretrained) and splits them again when saving.
-register_checkpoint_conversion_mapping(
-    "scratchformer",
-    [WeightConverter(["q_proj", "k_proj", "v_proj"], "query_key_value", operations=[Concatenate(dim=0)])],
-    overwrite=True,  # this file may be imported twice: as the package and as a Hub folder's remote code
-)
-
-
-def stack_query_key_value(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
-    """load_state_dict of a saved file (the Trainer resumes this way): stack its q_proj/k_proj/v_proj as loading does."""
-    for kind in ("weight", "bias"):
-        names = [f"{prefix}{projection}_proj.{kind}" for projection in "qkv"]
-        if all(name in state_dict for name in names):
-            state_dict[f"{prefix}query_key_value.{kind}"] = torch.cat([state_dict.pop(name) for name in names])
-
-
 class ScratchformerAttention(nn.Module):
     """Multi-head attention: project to queries, keys and values, attend per head, project the heads back.
 
     Self-attention takes queries, keys and values from the same tokens. Cross-attention (`is_cross_attention`, in an
     encoder-decoder's decoder) takes the queries from the decoder and the keys and values from the encoder output.
-    The three projections are stacked in `query_key_value` ([W_Q; W_K; W_V], 3*hidden x hidden).
+    Queries, keys and values have a projection each (`q_proj`, `k_proj`, `v_proj`, as in Llama and BERT): tensor
+    parallelism splits each by heads and FSDP shards each on its own.
     """
 
     def __init__(
@@ -334,26 +315,18 @@ class ScratchformerAttention(nn.Module):
         self.is_cross_attention = is_cross_attention
         # Read by SDPA when no explicit mask is passed; every decoder token may see every source token.
         self.is_causal = False if is_cross_attention else (config.is_decoder if is_causal is None else is_causal)
-        self.query_key_value = nn.Linear(config.hidden_size, 3 * config.hidden_size)
+        self.q_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.k_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.v_proj = nn.Linear(config.hidden_size, config.hidden_size)
         self.o_proj = nn.Linear(config.hidden_size, config.hidden_size)
-        self.register_load_state_dict_pre_hook(stack_query_key_value)
 
-    def project(self, x: torch.Tensor, which: str, tokens: RealTokens | None = None) -> tuple[torch.Tensor, ...]:
-        """Queries (`"q"`), keys and values (`"kv"`) or all three (`"qkv"`) of x, split into heads [B, H, L, D]:
-        the matching rows of `query_key_value` times x. Given `tokens`, x holds only these real tokens of a padded
-        batch, and the projections go back to their padded places for attention."""
-        if which == "qkv":
-            projected = self.query_key_value(x)  # the module itself: an adapter wrapping it (PEFT's LoRA) takes part
-        else:  # cross-attention: only some of the rows
-            rows = slice(0, self.config.hidden_size) if which == "q" else slice(self.config.hidden_size, None)
-            if type(self.query_key_value) is nn.Linear:
-                projected = nn.functional.linear(x, self.query_key_value.weight[rows], self.query_key_value.bias[rows])
-            else:  # wrapped by an adapter: only its own forward applies it
-                projected = self.query_key_value(x)[..., rows]
+    def project(self, projection: nn.Linear, x: torch.Tensor, tokens: RealTokens | None = None) -> torch.Tensor:
+        """One projection of x, split into heads: [B, L, H*D] -> [B, H, L, D]. Given `tokens`, x holds only these
+        real tokens of a padded batch, and the projection goes back to their padded places for attention."""
+        projected = projection(x)
         if tokens is not None:
             projected = tokens.scatter(projected)
-        # Chunks of the last dim, then heads: autograd's backward for this layout is the cheapest (measured).
-        return tuple(split_heads(part, self.head_dim) for part in projected.chunk(len(which), dim=-1))
+        return split_heads(projected, self.head_dim)
 
     def forward(
         self,
@@ -370,11 +343,13 @@ class ScratchformerAttention(nn.Module):
         """`tokens`: hidden_states holds only these real tokens of a padded batch; `source_tokens`: the same for
         encoder_hidden_states (cross-attention); `pooled`: attend from these tokens only (output [B, 1, H])."""
         if self.is_cross_attention:
-            (query,) = self.project(hidden_states, "q", tokens)
+            query = self.project(self.q_proj, hidden_states, tokens)
             # No rotary here: decoder and source positions live on different axes, their difference means nothing.
             key, value = self.source_keys_values(encoder_hidden_states, cache, source_tokens)
         else:
-            query, key, value = self.project(hidden_states, "qkv", tokens)
+            query = self.project(self.q_proj, hidden_states, tokens)
+            key = self.project(self.k_proj, hidden_states, tokens)
+            value = self.project(self.v_proj, hidden_states, tokens)
             if position_embeddings is not None:  # rotary positions
                 cos, sin = position_embeddings
                 query, key = apply_rotary(query, cos, sin), apply_rotary(key, cos, sin)
@@ -414,7 +389,8 @@ class ScratchformerAttention(nn.Module):
         if cache is not None and cache.is_updated.get(self.layer_idx):  # every decoding step after the first
             layer = cache.cross_attention_cache.layers[self.layer_idx]
             return layer.keys, layer.values
-        key, value = self.project(encoder_hidden_states, "kv", source_tokens)
+        key = self.project(self.k_proj, encoder_hidden_states, source_tokens)
+        value = self.project(self.v_proj, encoder_hidden_states, source_tokens)
         if cache is not None:
             key, value = cache.cross_attention_cache.update(key, value, self.layer_idx)
             cache.is_updated[self.layer_idx] = True
@@ -516,9 +492,8 @@ class ScratchformerBlock(GradientCheckpointingLayer):
 # ----------------------------------------------------------------------------------------------------------------
 
 
-# What LoRA adapts when a user names no target_modules: the stacked Q/K/V projection, as PEFT does for the other
-# models with one (gpt_neox, falcon: "query_key_value").
-LORA_TARGET_MODULES = ["query_key_value"]
+# What LoRA adapts when a user names no target_modules: the query and value projections, PEFT's default for Llama.
+LORA_TARGET_MODULES = ["q_proj", "v_proj"]
 
 
 def declare_lora_target_modules() -> None:
@@ -655,11 +630,26 @@ class ScratchformerModel(ScratchformerPreTrainedModel):
 
         # A static cache's length is a tensor: a compiled decoding step cannot branch on it, so the checks below run
         # eagerly only (transformers compiles decoding steps; the eager prefill has checked the prompt).
-        past_length = cache.get_seq_length() if cache is not None else 0
+        # Continuous batching's paged cache packs many requests into one row and has no one length: the position_ids
+        # it comes with place each token in its own request.
+        from .compat import is_paged_cache
+
+        paged = is_paged_cache(cache)
+        past_length = cache.get_seq_length() if cache is not None and not paged else 0
         length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
+        if self.config.bigram_buckets and paged:
+            raise ValueError("bigram_buckets: continuous batching (generate_batch, a paged cache) packs requests into "
+                             "one row and caches their past, so a token has no previous token to pair with; use "
+                             "generate(..., use_cache=False) instead")
         if self.config.bigram_buckets and cache is not None and (tracing() or past_length):
             raise ValueError("bigram_buckets: a cached step has no previous token to pair with; call with use_cache=False")
-        if not tracing() and past_length + length > self.config.max_position_embeddings:
+        last_position = int(position_ids.max()) if paged and position_ids is not None and not tracing() else 0
+        if last_position >= self.config.max_position_embeddings:
+            raise ValueError(
+                f"A request reaches position {last_position}, past max_position_embeddings="
+                f"{self.config.max_position_embeddings}; shorten its prompt or ask for fewer new tokens"
+            )
+        if not tracing() and past_length + length > self.config.max_position_embeddings and not paged:
             raise ValueError(
                 f"Input of {length} tokens (after {past_length} cached) is longer than max_position_embeddings="
                 f"{self.config.max_position_embeddings}; truncate it, e.g. tokenizer(..., truncation=True)"
@@ -676,7 +666,8 @@ class ScratchformerModel(ScratchformerPreTrainedModel):
         # The padding's outputs are dropped, and a real token's causal view of a right-padded row holds no padding:
         # the causal mask alone will do (SDPA then runs its faster is_causal kernel).
         padding_mask = None if tokens is not None and self.is_causal and tokens.right_padded else attention_mask
-        mask = self._attention_mask(hidden_states, padding_mask, cache, position_ids)
+        # A paged cache comes with its mask built (sdpa, eager) or needs none (flash): 5.23's masks cannot read it.
+        mask = self._attention_mask(hidden_states, padding_mask, None if paged else cache, position_ids)
         cross = {}
         if self.stack == "decoder":
             if encoder_hidden_states is None:

@@ -426,30 +426,26 @@ def test_asking_for_hidden_states_keeps_the_batch_padded():
     assert rows == [int(attention_mask.sum())] * 2
 
 
-def test_checkpoints_keep_separate_query_key_value_matrices(tmp_path):
-    """At run time Q/K/V are one stacked matrix; saved files hold the three (the format of every saved model)."""
-    from safetensors import safe_open
+def test_queries_keys_and_values_have_a_projection_each_and_are_saved_under_their_names(tmp_path):
+    """q_proj, k_proj, v_proj as in Llama: FSDP and tensor parallelism shard each on its own (a stacked matrix,
+    converted when loading, was sharded wrongly), and the saved file is the module's state dict as it is."""
     from safetensors.torch import load_file
 
     model = ScratchformerForCausalLM(tiny_config()).eval()
     attention = model.model.layers[0].attention
-    assert attention.query_key_value.weight.shape == (96, 32)
+    assert [attention.q_proj.weight.shape, attention.k_proj.weight.shape] == [(32, 32), (32, 32)]
     model.save_pretrained(tmp_path)
-    with safe_open(tmp_path / "model.safetensors", "pt") as saved:
-        keys = set(saved.keys())
-    prefix = "model.layers.0.attention."
-    assert {prefix + f"{p}_proj.{kind}" for p in "qkvo" for kind in ("weight", "bias")} <= keys
-    assert not any("query_key_value" in key for key in keys)
     stored = load_file(tmp_path / "model.safetensors")
-    torch.testing.assert_close(stored[prefix + "k_proj.weight"], attention.query_key_value.weight[32:64])
+    prefix = "model.layers.0.attention."
+    assert {prefix + f"{p}_proj.{kind}" for p in "qkvo" for kind in ("weight", "bias")} <= set(stored)
+    torch.testing.assert_close(stored[prefix + "k_proj.weight"], attention.k_proj.weight)
     ids = torch.randint(5, 400, (2, 7))
     expected = model(ids).logits
     torch.testing.assert_close(ScratchformerForCausalLM.from_pretrained(tmp_path)(ids).logits, expected)
-    # The Trainer resumes with load_state_dict on the saved file: the three matrices are stacked there too.
+    # The Trainer resumes with load_state_dict on the saved file.
     fresh = ScratchformerForCausalLM(tiny_config()).eval()
     fresh.load_state_dict(stored, strict=False)
     torch.testing.assert_close(fresh(ids).logits, expected)
-
 
 def test_bigram_embeddings_make_each_token_see_its_predecessor():
     model = ScratchformerModel(tiny_config(position_embedding_type="rotary", bigram_buckets=101)).eval()

@@ -48,11 +48,11 @@ def adapted(request, tokenizer, tmp_path):
     return base_before, peft_model.eval(), head
 
 
-def test_the_default_targets_are_the_stacked_query_key_value_projections(adapted):
+def test_the_default_targets_are_the_query_and_value_projections(adapted):
     _, peft_model, head = adapted
-    assert peft_model.peft_config["default"].target_modules == {"query_key_value"}
+    assert peft_model.peft_config["default"].target_modules == {"q_proj", "v_proj"}
     wrapped = [n for n, m in peft_model.named_modules() if isinstance(m, peft.tuners.lora.LoraLayer)]
-    assert len(wrapped) == 2 and all(n.endswith("attention.query_key_value") for n in wrapped)
+    assert len(wrapped) == 4 and all(n.endswith(("attention.q_proj", "attention.v_proj")) for n in wrapped)
 
 
 def test_only_the_adapter_trains_and_it_changes_the_outputs(adapted, tokenizer):
