@@ -166,6 +166,7 @@ def is_plain_cpu_linear(module: torch.nn.Module) -> bool:
         and not torch.nn.modules.module._global_forward_hooks
         and not torch.nn.modules.module._global_forward_pre_hooks
         and not hasattr(module, "_hf_hook")
+        and "forward" not in module.__dict__  # a forward replaced on the module (transformers' tensor parallelism)
     )
 
 

@@ -77,6 +77,28 @@ class ScratchformerConfig(PreTrainedConfig):
 
     model_type = "scratchformer"
     keys_to_ignore_at_inference = ["cache", "past_key_values"]  # the cache output, under its 5.24 and 5.23 names
+    # How transformers' own distributed engine (`from_pretrained(..., distributed_config=DistributedConfig(...))`)
+    # splits the bare model, as Llama declares it; the heads add their own rules (`_tp_plan`, `_fsdp_plan`, ...).
+    # Tensor parallel: each process keeps some heads of Q/K/V (colwise) and multiplies its heads' part of the output
+    # projection (rowwise, summed across processes); the MLP likewise; the token table is split by rows of the
+    # vocabulary (it is the LM head's weight too).
+    base_model_tp_plan = {
+        "embeddings.token_embeddings": "embedding_rowwise",
+        "layers.*.attention.q_proj": "colwise",
+        "layers.*.attention.k_proj": "colwise",
+        "layers.*.attention.v_proj": "colwise",
+        "layers.*.attention.o_proj": "rowwise",
+        "layers.*.mlp.fc_in": "colwise",
+        "layers.*.mlp.fc_out": "rowwise",
+    }
+    # FSDP2: each block is a unit whose weights are gathered for its forward and freed after; the final norm is kept.
+    base_model_fsdp_plan = {"layers.*": "free_full_weight", "final_norm": "keep_full_weight"}
+    # Pipeline parallel: the blocks are divided between processes, in order (parallelism.py adapts the stages).
+    base_model_pp_plan = {
+        "embeddings": (["input_ids"], ["inputs_embeds"]),
+        "layers": (["hidden_states", "attention_mask"], ["hidden_states"]),
+        "final_norm": (["hidden_states"], ["hidden_states"]),
+    }
 
     vocab_size: int = 16000
     hidden_size: int = 256

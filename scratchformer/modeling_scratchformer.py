@@ -54,6 +54,7 @@ from .compat import (
 )
 from .configuration_scratchformer import ScratchformerConfig
 from .linear_cross_entropy import fused_loss_applies, linear_cross_entropy
+from .parallelism import adapt_pipeline_stage, check_distributed_config
 
 # ----------------------------------------------------------------------------------------------------------------
 # Positions
@@ -356,8 +357,12 @@ class ScratchformerAttention(nn.Module):
             if cache is not None:  # append this step's keys/values to the cache, attend over all of them
                 if isinstance(cache, EncoderDecoderCache):
                     cache = cache.self_attention_cache
-                # kwargs reach the cache: a paged cache (continuous batching) reads its write indices there.
-                key, value = cache.update(key, value, self.layer_idx, kwargs=kwargs)
+                from .compat import attention_function_writes_cache
+
+                if attention_function_writes_cache(cache):  # a paged cache under 5.23: its attention functions write it
+                    kwargs["cache"] = cache
+                else:  # kwargs reach the cache: a paged cache (continuous batching) reads its write indices there.
+                    key, value = cache.update(key, value, self.layer_idx, kwargs=kwargs)
         if pooled is not None:  # keys and values of every token, queries of the pooled ones
             query, attention_mask = pooled.queries(query), pooled.mask_rows(attention_mask)
 
@@ -517,6 +522,14 @@ class ScratchformerPreTrainedModel(PreTrainedModel):
     _supports_flex_attn = True
     _supports_attention_backend = True
     _can_record_outputs = {"hidden_states": ScratchformerBlock, "attentions": ScratchformerAttention}
+    _can_compile_fullgraph = True  # tests/test_export.py compiles every head and the decoding step with fullgraph=True
+
+    @classmethod
+    def maybe_distribute_model(cls, model, distributed_config, mesh_manager):
+        """transformers' DistributedConfig applies the plans; parallelism.py refuses what they would get wrong and
+        adapts the pipeline stages."""
+        check_distributed_config(model, distributed_config)
+        return adapt_pipeline_stage(super().maybe_distribute_model(model, distributed_config, mesh_manager))
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
@@ -752,6 +765,12 @@ class ScratchformerDecoder(ScratchformerModel):
         "attentions": OutputRecorder(ScratchformerAttention, index=1, layer_name="attention"),
         "cross_attentions": OutputRecorder(ScratchformerAttention, index=1, layer_name="cross_attention"),
     }
+    _tp_plan = {  # the config's base plan covers self-attention and the MLP
+        "layers.*.cross_attention.q_proj": "colwise",
+        "layers.*.cross_attention.k_proj": "colwise",
+        "layers.*.cross_attention.v_proj": "colwise",
+        "layers.*.cross_attention.o_proj": "rowwise",
+    }
 
     def __init__(self, config: ScratchformerConfig):
         super().__init__(config, stack="decoder")
@@ -841,6 +860,9 @@ class ScratchformerForCausalLM(ScratchformerPreTrainedModel, GenerationMixin):
     """Decoder-only language model (GPT style): causal attention, next-token logits through the tied embeddings."""
 
     _tied_weights_keys = {"lm_head.weight": "model.embeddings.token_embeddings.weight"}
+    _tp_plan = {"lm_head": "colwise_gather_output"}  # each process: a share of the vocabulary, then gathered
+    _fsdp_plan = {"lm_head": "keep_full_weight"}
+    _pp_plan = {"lm_head": (["hidden_states"], ["logits"])}
 
     def __init__(self, config: ScratchformerConfig):
         if not config.is_decoder:  # a language model must not see the tokens it predicts; leave the caller's config alone
@@ -1142,6 +1164,8 @@ class ScratchformerForMaskedLM(ScratchformerPreTrainedModel):
     """Masked language model (BERT style denoising): predict the original token at each masked position."""
 
     _tied_weights_keys = {"mlm_head.decoder.weight": "model.embeddings.token_embeddings.weight"}
+    _tp_plan = {"mlm_head.decoder": "colwise_gather_output"}
+    _fsdp_plan = {"mlm_head.decoder": "keep_full_weight"}
 
     def __init__(self, config: ScratchformerConfig):
         super().__init__(config)
@@ -1218,6 +1242,8 @@ class ScratchformerForConditionalGeneration(ScratchformerPreTrainedModel, Genera
         "decoder.embeddings.token_embeddings.weight": "encoder.embeddings.token_embeddings.weight",
         "lm_head.weight": "encoder.embeddings.token_embeddings.weight",
     }
+    _tp_plan = {"lm_head": "colwise_gather_output"}
+    _fsdp_plan = {"lm_head": "keep_full_weight"}
 
     def __init__(self, config: ScratchformerConfig):
         if not config.is_encoder_decoder:
@@ -1233,6 +1259,16 @@ class ScratchformerForConditionalGeneration(ScratchformerPreTrainedModel, Genera
         # token-level cross-entropy, not the causal-LM loss that would shift a second time.
         self.loss_type = "ForMaskedLM"
         self.post_init()
+
+    def init_parallel_plans(self):
+        """The config's base plans are the stacks' (they arrive here prefixed `encoder.` and `decoder.`); this model
+        is no stack itself, so they are no rules of its own."""
+        super().init_parallel_plans()
+        for plan, stack_plan in ((self._tp_plan, self.config.base_model_tp_plan),
+                                 (self._fsdp_plan, self.config.base_model_fsdp_plan),
+                                 (self._pp_plan, self.config.base_model_pp_plan)):
+            for rule in stack_plan:
+                plan.pop(rule, None)
 
     def get_input_embeddings(self):
         return self.encoder.get_input_embeddings()
