@@ -54,7 +54,7 @@ from .compat import (
 )
 from .configuration_scratchformer import ScratchformerConfig
 from .linear_cross_entropy import fused_loss_applies, linear_cross_entropy
-from .parallelism import adapt_pipeline_stage, check_distributed_config
+from .parallelism import adapt_pipeline_stage, check_distributed_config, gather_before_encoding
 
 # ----------------------------------------------------------------------------------------------------------------
 # Positions
@@ -527,9 +527,10 @@ class ScratchformerPreTrainedModel(PreTrainedModel):
     @classmethod
     def maybe_distribute_model(cls, model, distributed_config, mesh_manager):
         """transformers' DistributedConfig applies the plans; parallelism.py refuses what they would get wrong and
-        adapts the pipeline stages."""
+        adapts what they cannot say."""
         check_distributed_config(model, distributed_config)
-        return adapt_pipeline_stage(super().maybe_distribute_model(model, distributed_config, mesh_manager))
+        model = super().maybe_distribute_model(model, distributed_config, mesh_manager)
+        return gather_before_encoding(adapt_pipeline_stage(model))
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):

@@ -15,7 +15,9 @@ transformers shards a model by the plans it declares, as Llama declares its own:
   norm `norm`. Ours adds position vectors (and dropout, and bigram vectors) in `embeddings` and names the final
   norm `final_norm`: a later stage would add positions a second time, an earlier one would normalise too soon.
   So a later stage's `embeddings` passes what it receives through, and so does an earlier stage's final norm (their
-  weights stay and load, so loading reports nothing missing or unexpected).
+  weights stay and load, so loading reports nothing missing or unexpected);
+- for an encoder-decoder under FSDP2, the gathering of the encoder's weights before generate() runs it: FSDP2 gathers
+  the weights of the top-level unit in the model's forward, and generate() calls the encoder on its own first.
 """
 
 from torch import nn
@@ -48,6 +50,21 @@ def pass_received_hidden_states(input_ids=None, position_ids=None, inputs_embeds
 def pass_through(hidden_states):
     """An earlier pipeline stage's final norm: the next stage continues the residual stream as it is."""
     return hidden_states
+
+
+def gather_before_encoding(model: nn.Module) -> nn.Module:
+    """An FSDP2-sharded encoder-decoder's get_encoder() (what generate() runs first) gathers the top-level unit's
+    weights, as the model's own forward would."""
+    if not (model.config.is_encoder_decoder and getattr(model, "_is_fsdp_managed_module", False)):
+        return model
+    get_encoder = model.get_encoder
+
+    def get_gathered_encoder(*args, **kwargs):
+        model.unshard()
+        return get_encoder(*args, **kwargs)
+
+    model.get_encoder = get_gathered_encoder
+    return model
 
 
 def adapt_pipeline_stage(model: nn.Module) -> nn.Module:

@@ -2,7 +2,7 @@
 
     torchrun --nproc_per_node 2 tests/distributed_worker.py inference MODE MODELS OUT   # MODE: fsdp, tp, pp, hsdp
     torchrun --nproc_per_node 2 tests/distributed_worker.py refusals MODELS OUT
-    torchrun --nproc_per_node 2 tests/distributed_worker.py train MODEL OUT
+    torchrun --nproc_per_node 2 tests/distributed_worker.py train MODEL OUT [--kill-after=STEP] [--resume]
     python tests/distributed_worker.py train MODEL OUT        # the same training in one process: the reference
 
 Each compares what transformers' DistributedConfig gives against the same folder in one process, and rank 0 writes
@@ -102,13 +102,15 @@ def refusals(models: Path, out: Path) -> None:
         out.write_text(json.dumps(errors))
 
 
-def train(model_folder: Path, out: Path) -> None:
-    """A few RecipeTrainer steps on a tiny causal LM: FSDP2 over the processes when torchrun started several."""
+def train(model_folder: Path, out: Path, kill_after: int | None = None, resume: bool = False) -> None:
+    """Six RecipeTrainer steps on a tiny causal LM, a checkpoint every two: FSDP2 over the processes when torchrun
+    started several. `kill_after`: every process dies (os._exit) right after that step's checkpoint; `resume`:
+    continue from the last complete checkpoint, as a recipe's --resume does."""
     import datasets
-    from transformers import TrainingArguments
+    from transformers import TrainerCallback, TrainingArguments
     from transformers.distributed import DistributedConfig
 
-    from training.common import RecipeTrainer
+    from training.common import RecipeTrainer, last_complete_checkpoint
 
     world = int(os.environ.get("WORLD_SIZE", 1))
     distributed = {} if world == 1 else {"distributed_config": DistributedConfig(fsdp_size=world)}
@@ -118,14 +120,23 @@ def train(model_folder: Path, out: Path) -> None:
     data = datasets.Dataset.from_dict({"input_ids": rows, "labels": rows})
     arguments = TrainingArguments(
         output_dir=str(out / "trainer"), per_device_train_batch_size=8 // world, max_steps=6, learning_rate=3e-3,
-        logging_steps=1, save_strategy="no", save_only_model=world > 1, report_to=[], use_cpu=True, seed=0,
-        disable_tqdm=True,
+        logging_steps=1, save_strategy="steps", save_steps=2, save_only_model=world > 1, report_to=[], use_cpu=True,
+        seed=0, disable_tqdm=True,
     )
     trainer = RecipeTrainer(model=model, args=arguments, train_dataset=data)
-    trainer.train()
+
+    class Kill(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if state.global_step == kill_after:
+                torch.distributed.barrier() if torch.distributed.is_initialized() else None
+                os._exit(0)
+
+    if kill_after:
+        trainer.add_callback(Kill())  # after CheckpointManifest: the checkpoint is complete when the run dies
+    trainer.train(resume_from_checkpoint=last_complete_checkpoint(out / "trainer") if resume else None)
     trainer.save_model(str(out / "model"))
     if RANK == 0:
-        losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+        losses = {entry["step"]: entry["loss"] for entry in trainer.state.log_history if "loss" in entry}
         (out / "losses.json").write_text(json.dumps(losses))
 
 
@@ -136,6 +147,7 @@ if __name__ == "__main__":
     elif task == "refusals":
         refusals(Path(arguments[0]), Path(arguments[1]))
     else:
-        train(Path(arguments[0]), Path(arguments[1]))
+        kill_after = int(arguments[2].split("=")[1]) if len(arguments) > 2 and arguments[2].startswith("--kill") else None
+        train(Path(arguments[0]), Path(arguments[1]), kill_after, resume="--resume" in arguments)
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()

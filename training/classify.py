@@ -18,7 +18,7 @@ from transformers import DataCollatorForLanguageModeling, DataCollatorWithPaddin
 from scratchformer import ScratchformerForMaskedLM, ScratchformerForSequenceClassification
 from scratchformer.modeling_scratchformer import head_and_tail
 
-from . import common, sources
+from . import common, distributed, sources
 from .baselines import linear_baselines
 from .data import ID2LABEL
 from .metrics import classification_metrics
@@ -77,18 +77,22 @@ def pretrain(args, preset, tokenizer, train, labels, output, stopwatch):
     common.enter_phase(output, "pretrain")
     set_seed(args.seed)  # weight initialisation happens before Trainer seeds anything
     model = ScratchformerForMaskedLM(model_config(tokenizer, preset, labels, sparse_prediction=True))
+    model = distributed.shard(model, args, work / "pretrain")
     cut = train.remove_columns(["label"]).map(
         lambda batch: {"input_ids": [head_and_tail(ids, preset.max_length, preset.head_tokens) for ids in batch["input_ids"]]},
         batched=True)
     trainer = common.RecipeTrainer(
         model=model,
-        args=common.training_arguments(work / "pretrain", preset, args.seed, preset.pretrain_epochs),
+        args=common.training_arguments(work / "pretrain", preset, args.seed, preset.pretrain_epochs,
+                                       **distributed.trainer_settings(args, preset)),
         train_dataset=cut,
         data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=True, mlm_probability=0.15),
         processing_class=tokenizer,
     )
     common.run_phase(trainer, work / "pretrain", args.resume, stopwatch)
-    if trainer.is_world_process_zero():
+    if distributed.is_sharded(trainer):  # gathering the shards takes every process
+        distributed.save_gathered(trainer.model, final)
+    elif trainer.is_world_process_zero():
         common.save_atomically(trainer.model.save_pretrained, final)
     trainer.accelerator.wait_for_everyone()
     return final
@@ -145,11 +149,13 @@ def main(argv=None):
     if preset.ngram_buckets:  # naive-Bayes counts over the train reviews (never validation or test)
         model.fit_ngram_log_count_ratios(encoded["train"]["input_ids"], encoded["train"]["label"], tokenizer=tokenizer,
                                          kind=preset.ngram_ratio)
+    model = distributed.shard(model, args, work / "finetune")
 
     common.enter_phase(output, "finetune")
     trainer = common.RecipeTrainer(
         model=model,
         args=common.training_arguments(work / "finetune", preset, args.seed, preset.epochs,
+                                       **distributed.trainer_settings(args, preset),
                                        **{"eval_strategy": "epoch",
                                           **common.best_on_validation(args, preset, "eval_accuracy")}),
         train_dataset=encoded["train"],
@@ -159,6 +165,7 @@ def main(argv=None):
         compute_metrics=metrics_for(len(labels)),
     )
     common.run_phase(trainer, work / "finetune", args.resume, stopwatch)
+    distributed.continue_in_one_process(args)  # a --distributed run evaluates and publishes in one process
 
     common.enter_phase(output, "evaluate")
     split = source.eval_split

@@ -25,7 +25,7 @@ from transformers.utils import logging
 
 from scratchformer import ScratchformerConfig, train_tokenizer
 
-from . import sources
+from . import distributed, sources
 from .data import load_imdb
 
 
@@ -102,9 +102,13 @@ def parse_args(
     parser.add_argument("--cache-dir", default=None, help="where the IMDb download is cached")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="change one preset value, e.g. --set epochs=3 --set max_length=512 (repeatable)")
+    parser.add_argument("--distributed", default=None, metavar="NAME=SIZE[,NAME=SIZE]",
+                        help="under torchrun: shard with transformers' DistributedConfig, e.g. fsdp=2, "
+                             "fsdp=2,replicate=2 (HSDP) or tp=2 (training/distributed.py)")
     args = parser.parse_args(argv)
     try:
         args.preset_values = override(presets[args.preset], args.set)
+        args.distributed_sizes, args.trained_distributed = distributed.sizes_for_this_process(args.distributed)
     except ValueError as error:
         parser.error(str(error))
     return args
@@ -507,11 +511,11 @@ class ExactResume:
         return sampler
 
 
-class RecipeTrainer(ExactResume, Trainer):
+class RecipeTrainer(ExactResume, distributed.ShardedCheckpoints, Trainer):
     """The recipes' Trainer."""
 
 
-class RecipeSeq2SeqTrainer(ExactResume, Seq2SeqTrainer):
+class RecipeSeq2SeqTrainer(ExactResume, distributed.ShardedCheckpoints, Seq2SeqTrainer):
     """The recipes' Seq2SeqTrainer."""
 
 
@@ -520,6 +524,9 @@ def run_phase(trainer, folder: Path, resume: bool, stopwatch: "Stopwatch") -> No
     each checkpoint, so the run's wall time survives a kill."""
     trainer.add_callback(stopwatch.callback())
     checkpoint = last_complete_checkpoint(folder) if resume else None
+    if checkpoint and distributed.after_training():  # a --distributed run's evaluation: trained already
+        distributed.load_trained(trainer, checkpoint)
+        return
     trainer.train(resume_from_checkpoint=checkpoint)
 
 
@@ -560,13 +567,20 @@ class Stopwatch:
         return SaveElapsed()
 
 
+def launcher(args) -> str:
+    """How the command starts: python, or torchrun with as many processes as --distributed's sizes multiply to."""
+    if not args.trained_distributed:
+        return "python -m "
+    return f"torchrun --nproc_per_node {math.prod(distributed.parse_sizes(args.distributed, world=1).values())} -m "
+
+
 def base_metrics(args, model, wall_time_s: float, data) -> dict:
     """The keys every metrics.json has."""
     return {
         "preset": args.preset,
         "preset_values": asdict(args.preset_values),
-        "command": "python -m " + " ".join([sys.modules["__main__"].__spec__.name if sys.modules["__main__"].__spec__ else sys.argv[0]]
-                                           + [a for a in sys.argv[1:] if a != "--resume"]),  # how to run it again
+        "command": launcher(args) + " ".join([sys.modules["__main__"].__spec__.name if sys.modules["__main__"].__spec__ else sys.argv[0]]
+                                             + [a for a in sys.argv[1:] if a != "--resume"]),  # how to run it again
         "seed": args.seed,
         "hardware": hardware(),
         "wall_time_s": round(wall_time_s, 1),
@@ -574,6 +588,8 @@ def base_metrics(args, model, wall_time_s: float, data) -> dict:
         "train_samples": len(data["train"]),
         "validation_samples": len(data["validation"]),
         "test_samples": len(data["test"]) if "test" in data else 0,
+        # Trained under torchrun, sharded by DistributedConfig (evaluated in one process): the sizes, e.g. fsdp=2.
+        **({"distributed": args.distributed} if args.trained_distributed else {}),
     }
 
 
@@ -589,6 +605,8 @@ def best_on_validation(args, preset: Preset, metric: str) -> dict:
     """Trainer settings that end the run on its best validation checkpoint (`metric`, evaluated at each save) where
     preset.best_checkpoint asks for it (None: for a user's data only)."""
     if not (preset.best_checkpoint if preset.best_checkpoint is not None else sources.given(args)):
+        return {}
+    if args.trained_distributed:  # transformers cannot load a best checkpoint into a model sharded at load time
         return {}
     return {"load_best_model_at_end": True, "metric_for_best_model": metric,
             "greater_is_better": not metric.endswith("loss"), "eval_strategy": "steps", "eval_steps": preset.save_steps}

@@ -27,7 +27,7 @@ from transformers import DataCollatorForLanguageModeling, pipeline, set_seed
 
 from scratchformer import ScratchformerForCausalLM
 
-from . import common, sources
+from . import common, distributed, sources
 from .baselines import compressor_bits_per_byte
 
 PRESETS = {
@@ -346,10 +346,12 @@ def main(argv=None):
 
     set_seed(args.seed)  # weight initialisation happens before Trainer seeds anything
     model = ScratchformerForCausalLM(common.model_config(tokenizer, preset, is_decoder=True))
+    model = distributed.shard(model, args, work / "train")
     common.enter_phase(output, "train")
     trainer = common.RecipeTrainer(
         model=model,
         args=common.training_arguments(work / "train", preset, args.seed, preset.epochs, prediction_loss_only=True,
+                                       **distributed.trainer_settings(args, preset),
                                        **{"eval_strategy": "steps", "eval_steps": preset.save_steps,
                                           **common.best_on_validation(args, preset, "eval_loss")}),
         train_dataset=packed["train"],
@@ -360,6 +362,7 @@ def main(argv=None):
         optimizers=(common.optimizer_for(model, preset), None),
     )
     common.run_phase(trainer, work / "train", args.resume, stopwatch)
+    distributed.continue_in_one_process(args)  # a --distributed run evaluates and publishes in one process
 
     common.enter_phase(output, "evaluate")
     if trainer.is_world_process_zero():

@@ -29,7 +29,7 @@ from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainingArguments, set_s
 
 from scratchformer import ScratchformerForConditionalGeneration
 
-from . import common, sources
+from . import common, distributed, sources
 from .metrics import translation_metrics
 
 
@@ -278,6 +278,7 @@ def main(argv=None):
     model = ScratchformerForConditionalGeneration(config)
     model.generation_config.max_length = preset.max_length  # decoder positions, start token included
     model.generation_config.num_beams = BEAMS
+    model = distributed.shard(model, args, work / "train")
 
     metric = translation_metrics()
 
@@ -295,6 +296,7 @@ def main(argv=None):
             work / "train", preset, args.seed, preset.epochs, arguments_class=Seq2SeqTrainingArguments,
             eval_strategy="steps", eval_steps=preset.save_steps, predict_with_generate=True,
             generation_max_length=preset.max_length, generation_num_beams=1,  # greedy while training: fast
+            **distributed.trainer_settings(args, preset),
         ),
         train_dataset=encoded["train"],
         eval_dataset=encoded["validation"],
@@ -303,6 +305,7 @@ def main(argv=None):
         compute_metrics=compute_metrics,
     )
     common.run_phase(trainer, work / "train", args.resume, stopwatch)
+    distributed.continue_in_one_process(args)  # a --distributed run evaluates and publishes in one process
 
     common.enter_phase(output, "evaluate")
     if trainer.is_world_process_zero():
