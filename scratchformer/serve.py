@@ -2,6 +2,10 @@
 
     python -m scratchformer.serve MODEL [--host 127.0.0.1] [--port 8000] [other `transformers serve` options]
 
+`--continuous-batching` serves concurrent requests together (transformers' paged attention). On CPU, size its cache
+as well, e.g. `--cb-num-blocks 64 --cb-max-batch-tokens 256`: by default transformers sizes it for a GPU's memory,
+and its start-up warmup then takes tens of seconds.
+
 transformers' server loads a model with `getattr(transformers, config.architectures[0])`, which has no class for a
 model type outside the library, remote code or not (ModelManager._load_model, 5.23 to 5.25). This launcher gives
 that name to the matching Auto class, whose auto_map then loads our code (trust_remote_code), and starts the
