@@ -18,7 +18,7 @@ import torch
 from transformers import AutoTokenizer
 
 from scratchformer import ScratchformerConfig
-from scratchformer.modeling_scratchformer import NgramLogits
+from scratchformer.ngram import NgramLogits
 from training.data import load_imdb
 
 

@@ -1,5 +1,5 @@
 """The output layer's matmul on CPU: h @ W^T (nn.Linear, MKL's sgemm) against (W @ h^T)^T, same products, against
-oneDNN's matmul (scratchformer.compat.cpu_rows_times_weight_t) and against the compiled product-and-sum that a compiled
+oneDNN's matmul (scratchformer.cpu_kernels.cpu_rows_times_weight_t) and against the compiled product-and-sum that a compiled
 batch-1 decoding step uses.
 
 Usage: python -m bench.output_layer_cpu [--rows 1,4,8,16,32,64,256,1024] [--hidden 128,256] [--vocab 16000]
@@ -7,7 +7,7 @@ Usage: python -m bench.output_layer_cpu [--rows 1,4,8,16,32,64,256,1024] [--hidd
 
 h is [rows, hidden] (a decoding step has one row per sequence), W is the [vocab, hidden] tied embedding table. Each
 layout runs `repeats` rounds of timed calls, alternating; the median round is reported, forward only (no
-gradients: what scratchformer.compat.output_layer_logits changes). "compiled sum" is torch.compile (inductor) of
+gradients: what scratchformer.cpu_kernels.output_layer_logits changes). "compiled sum" is torch.compile (inductor) of
 (h[:, None, :] * W).sum(-1), timed with its call overhead (one compiled call, as in a decoding step's graph it is one
 kernel among others).
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from scratchformer.compat import cpu_rows_times_weight_t
+from scratchformer.cpu_kernels import cpu_rows_times_weight_t
 
 
 def ms_per_call(fn, calls: int) -> float:

@@ -13,7 +13,7 @@ returned, and a gradient that reaches them (a distillation term, say) is added i
 import torch
 from torch.utils.weak import WeakIdKeyDictionary
 
-from .compat import is_plain_cpu_linear, storage_users, tracing_may_break_the_graph
+from .cpu_kernels import is_plain_cpu_linear, storage_users, tracing_may_break_the_graph
 
 CHUNK_ELEMENTS = 1 << 22  # logits per softmax chunk (16 MB in fp32; 262 rows of a 16k vocabulary)
 
@@ -102,7 +102,7 @@ class LinearCrossEntropy(torch.autograd.Function):
 
 def fused_loss_applies(output_layer: torch.nn.Module, hidden_states: torch.Tensor) -> bool:
     """Whether a training forward may compute the loss with `linear_cross_entropy`: gradients are wanted, the output
-    layer is a plain CPU nn.Linear (see compat.is_plain_cpu_linear), and no trace needs one graph (fullgraph, export)."""
+    layer is a plain CPU nn.Linear (see cpu_kernels.is_plain_cpu_linear), and no trace needs one graph (fullgraph, export)."""
     if not (torch.is_grad_enabled() and hidden_states.requires_grad and is_plain_cpu_linear(output_layer)):
         return False
     if torch.is_autocast_enabled("cpu"):  # autocast refuses the matmuls' out=; it keeps the plain path

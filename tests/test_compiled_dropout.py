@@ -1,4 +1,4 @@
-"""Dropout in a compiled CPU training graph (compat.Dropout): masks from hashed element indices, with dropout's
+"""Dropout in a compiled CPU training graph (cpu_kernels.Dropout): masks from hashed element indices, with dropout's
 statistics, seeded by torch's generator; eager keeps torch's own dropout."""
 
 import pytest
@@ -6,7 +6,7 @@ import torch
 from conftest import tiny_config
 
 from scratchformer import ScratchformerForSequenceClassification
-from scratchformer.compat import INT31, Dropout, hashed_uniform_int31
+from scratchformer.cpu_kernels import INT31, Dropout, hashed_uniform_int31
 
 
 def test_hashed_integers_are_distinct_uniform_and_seeded():

@@ -171,7 +171,7 @@ def test_compiled_decoding_with_a_static_cache_equals_eager(settings, batch):
 @pytest.mark.parametrize("head", [ScratchformerForCausalLM, ScratchformerForMaskedLM])
 def test_compiled_training_runs_the_loss_in_its_own_graph_with_eagers_gradients(head):
     """Default torch.compile (graph breaks allowed): the loss gets a graph of its own, so the logits take their real
-    gradient instead of a zero-filled one (compat.loss_in_own_graph). Gradients through the loss and through the
+    gradient instead of a zero-filled one (cpu_kernels.loss_in_own_graph). Gradients through the loss and through the
     returned logits equal eager; without gradients (evaluation) the forward stays one graph."""
     torch.manual_seed(0)
     model = head(tiny_config(pad_token_id=0, hidden_dropout_prob=0.0)).train()

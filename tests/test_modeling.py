@@ -11,15 +11,8 @@ from scratchformer import (
     ScratchformerModel,
 )
 from scratchformer.compat import cache_of
-from scratchformer.modeling_scratchformer import (
-    ScratchformerMLP,
-    bigram_ids,
-    eager_attention_forward,
-    head_and_tail,
-    keep_head_and_tail,
-    pool,
-    sinusoidal_table,
-)
+from scratchformer.modeling_scratchformer import ScratchformerMLP, eager_attention_forward, pool, sinusoidal_table
+from scratchformer.ngram import bigram_ids, head_and_tail, keep_head_and_tail
 
 HEADS = [ScratchformerModel, ScratchformerForCausalLM, ScratchformerForSequenceClassification, ScratchformerForMaskedLM]
 VARIANTS = [
@@ -237,7 +230,7 @@ def test_inference_logits_take_the_weight_first_matmul_and_equal_the_output_laye
 def test_one_row_under_compile_takes_a_fused_reduction_that_equals_the_output_layer():
     """A compiled batch-1 decoding step computes the output layer as products and a sum (no matmul in the graph, so
     inductor fuses it); more rows keep the matmul. Both equal nn.Linear."""
-    from scratchformer.compat import output_layer_logits
+    from scratchformer.cpu_kernels import output_layer_logits
 
     torch.manual_seed(0)
     layer = torch.nn.Linear(32, 400, bias=False)
@@ -502,11 +495,11 @@ def test_a_classifier_with_head_tokens_reads_long_inputs_as_head_plus_tail(tmp_p
 
 
 def test_inference_logits_from_32_rows_take_onednn_and_equal_the_output_layers():
-    """Eager CPU logits of 32 rows or more go through oneDNN's matmul where torch has it (compat.ONEDNN_LINEAR),
+    """Eager CPU logits of 32 rows or more go through oneDNN's matmul where torch has it (cpu_kernels.ONEDNN_LINEAR),
     through MKL's h @ W^T when oneDNN is switched off; both equal nn.Linear. Other dtypes take torch.mm."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    from scratchformer import compat
+    from scratchformer import cpu_kernels
 
     class RecordOps(TorchDispatchMode):
         def __init__(self):
@@ -527,7 +520,7 @@ def test_inference_logits_from_32_rows_take_onednn_and_equal_the_output_layers()
             with torch.backends.mkldnn.flags(enabled=onednn), recorder:
                 logits = model(ids).logits
             matmuls = [op for op in recorder.ops if op in ("mkldnn._linear_pointwise", "aten.mm", "aten.addmm")]
-            assert matmuls[-1] == ("mkldnn._linear_pointwise" if onednn and compat.ONEDNN_LINEAR else "aten.mm")
+            assert matmuls[-1] == ("mkldnn._linear_pointwise" if onednn and cpu_kernels.ONEDNN_LINEAR else "aten.mm")
             torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
     rows, weight = torch.randn(40, 32, dtype=torch.bfloat16), torch.randn(400, 32, dtype=torch.bfloat16)
-    torch.testing.assert_close(compat.cpu_rows_times_weight_t(rows, weight), rows @ weight.t())
+    torch.testing.assert_close(cpu_kernels.cpu_rows_times_weight_t(rows, weight), rows @ weight.t())

@@ -7,7 +7,7 @@ import torch
 from conftest import tiny_config
 
 from scratchformer import ScratchformerForSequenceClassification
-from scratchformer.modeling_scratchformer import (
+from scratchformer.ngram import (
     MARKS,
     NOT_WORD,
     WORD,
