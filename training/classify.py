@@ -11,12 +11,17 @@ the data. Writes a Hub-ready folder: weights + code, tokenizer, config with the 
 NBSVM-bi and TF-IDF + LR baselines on the same split), training_curve.png, attention.png and the model card.
 """
 
+import copy
+import json
+from dataclasses import replace
+from pathlib import Path
+
 import numpy as np
 from transformers.tokenization_utils_base import VERY_LARGE_INTEGER
 from transformers import DataCollatorForLanguageModeling, DataCollatorWithPadding, set_seed
 
 from scratchformer import ScratchformerForMaskedLM, ScratchformerForSequenceClassification
-from scratchformer.modeling_scratchformer import head_and_tail
+from scratchformer.ngram import head_and_tail
 
 from . import common, distributed, sources
 from .baselines import linear_baselines
@@ -53,14 +58,17 @@ def encode(tokenizer, texts: list[str], max_length: int, head_tokens: int, whole
     return ids if whole else [head_and_tail(row, max_length, head_tokens) for row in ids]
 
 
+def model_config_settings(preset: common.Preset, labels: list[str]) -> dict:
+    """What a classifier adds to the shared architecture: pooling, the data's labels, the cut, the n-gram path."""
+    return dict(classifier_pooling=preset.classifier_pooling, id2label=dict(enumerate(labels)),
+                label2id={name: i for i, name in enumerate(labels)}, classifier_head_tokens=preset.head_tokens,
+                ngram_buckets=preset.ngram_buckets, ngram_order=preset.ngram_order,
+                ngram_word_order=preset.ngram_word_order)
+
+
 def model_config(tokenizer, preset: common.Preset, labels: list[str], **settings):
     """The classifier's architecture for a preset: the shared one plus pooling and the data's labels."""
-    return common.model_config(
-        tokenizer, preset, classifier_pooling=preset.classifier_pooling, id2label=dict(enumerate(labels)),
-        label2id={name: i for i, name in enumerate(labels)}, classifier_head_tokens=preset.head_tokens,
-        ngram_buckets=preset.ngram_buckets,
-        ngram_order=preset.ngram_order, ngram_word_order=preset.ngram_word_order, **settings
-    )
+    return common.model_config(tokenizer, preset, **model_config_settings(preset, labels), **settings)
 
 
 def pretrain(args, preset, tokenizer, train, labels, output, stopwatch):
@@ -106,6 +114,50 @@ def metrics_for(num_labels: int):
     return compute_metrics
 
 
+def add_arguments(parser) -> None:
+    parser.add_argument("--init-from", default=None, metavar="DIR",
+                        help="start from this scratchformer folder (a causal LM from training.lm, a masked LM, a "
+                             "classifier): its architecture, weights and tokenizer; only the head starts fresh")
+
+
+def starting_point(folder: str):
+    """(tokenizer, config) of an --init-from folder, or one clear error saying why it cannot be a starting point."""
+    from transformers import AutoTokenizer
+
+    from scratchformer import ScratchformerConfig
+
+    path = Path(folder)
+    if not (path / "config.json").is_file():
+        raise sources.DataError(f"--init-from {folder}: no config.json there, so it is not a model folder")
+    model_type = json.loads((path / "config.json").read_text()).get("model_type")
+    if model_type != "scratchformer":
+        raise sources.DataError(f"--init-from {folder}: a {model_type!r} model, not a scratchformer one")
+    config = ScratchformerConfig.from_pretrained(path)
+    if config.is_encoder_decoder:
+        raise sources.DataError(f"--init-from {folder}: an encoder-decoder; start a classifier from a causal LM, a "
+                                "masked LM or a classifier")
+    if not (path / "tokenizer.json").is_file():
+        raise sources.DataError(f"--init-from {folder}: no tokenizer.json; the model's own tokenizer must come with it")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if len(tokenizer) != config.vocab_size:
+        raise sources.DataError(f"--init-from {folder}: its tokenizer has {len(tokenizer)} tokens but the model "
+                                f"{config.vocab_size}; they do not belong together")
+    return tokenizer, config
+
+
+def initialised_config(start, preset: common.Preset, labels: list[str]):
+    """The --init-from folder's architecture (width, depth, positions, causal or not) with this run's head: labels,
+    pooling, head-and-tail cut, n-gram path and dropout."""
+    config = copy.deepcopy(start)
+    head = model_config_settings(preset, labels)
+    for name, value in {**head, "hidden_dropout_prob": preset.dropout,
+                        "attention_probs_dropout_prob": preset.attention_dropout, "sparse_prediction": False}.items():
+        setattr(config, name, value)
+    config.architectures = None
+    config.validate_scratchformer()
+    return config
+
+
 def read_data(args) -> tuple[sources.Source, list[str]]:
     """The user's labelled texts (training/sources.py), or IMDb's reviews."""
     if sources.given(args):
@@ -114,7 +166,7 @@ def read_data(args) -> tuple[sources.Source, list[str]]:
 
 
 def main(argv=None):
-    args = common.parse_args(__doc__.splitlines()[0], PRESETS, "runs/imdb-classify", argv)
+    args = common.parse_args(__doc__.splitlines()[0], PRESETS, "runs/imdb-classify", argv, add_arguments)
     output = common.prepare_output_dir(args)
     if args.resume and common.run_is_complete(output):
         return 0
@@ -123,14 +175,21 @@ def main(argv=None):
 
     common.enter_phase(output, "data")
     with common.data_errors_exit(args, output):
+        start = starting_point(args.init_from) if args.init_from else None
         source, labels = read_data(args)
     data = source.splits
     if sources.given(args):  # IMDb keeps its presets as they are
         preset = common.sized_to_data(args, args.preset_values, common.text_bytes(data["train"]), len(labels))
         args.preset_values = common.epochs_for_data(args, preset, len(data["train"]), MIN_STEPS, MAX_STEPS)
     preset = args.preset_values
-    add_bos = preset.classifier_pooling == "cls"  # cls pooling reads the <s> vector
-    tokenizer = common.tokenizer_for(common.text_sample(data["train"]), work, preset, add_bos_token=add_bos)
+    if start is not None:  # the starting model's tokenizer, and no longer inputs than its positions
+        tokenizer, start_config = start
+        max_length = min(preset.max_length, start_config.max_position_embeddings)
+        args.preset_values = preset = replace(preset, max_length=max_length,
+                                              head_tokens=min(preset.head_tokens, max_length // 2))
+    else:
+        add_bos = preset.classifier_pooling == "cls"  # cls pooling reads the <s> vector
+        tokenizer = common.tokenizer_for(common.text_sample(data["train"]), work, preset, add_bos_token=add_bos)
     encoded = data.map(
         lambda batch: {
             "input_ids": encode(tokenizer, batch["text"], preset.max_length, preset.head_tokens, preset.ngram_buckets > 0)
@@ -139,10 +198,14 @@ def main(argv=None):
         remove_columns=["text"],
     )
 
-    pretrained = pretrain(args, preset, tokenizer, encoded["train"], labels, output, stopwatch)
+    pretrained = None if start is not None else pretrain(args, preset, tokenizer, encoded["train"], labels, output,
+                                                         stopwatch)
     set_seed(args.seed)
     config = model_config(tokenizer, preset, labels)
-    if pretrained is not None:
+    if start is not None:
+        config = initialised_config(start_config, preset, labels)
+        model = ScratchformerForSequenceClassification.from_pretrained(args.init_from, config=config)
+    elif pretrained is not None:
         model = ScratchformerForSequenceClassification.from_pretrained(pretrained, config=config)
     else:
         model = ScratchformerForSequenceClassification(config)
@@ -186,6 +249,7 @@ def main(argv=None):
             "examples": [text[:200] for text in data[split][:2]["text"]],
             **common.base_metrics(args, trainer.model, stopwatch.total(), data),
             "pretrained": pretrained is not None,
+            **({"init_from": args.init_from} if args.init_from else {}),
         }
         # The saved model cuts long reviews itself (head and tail, config.classifier_head_tokens): the tokenizer
         # must not cut them first, or pipeline(..., truncation=True) would read another text than the recipe did.
