@@ -51,7 +51,8 @@ from .compat import accepts_either_cache_name, cache_field, cache_of
 from .cpu_kernels import Dropout, loss_in_own_graph, output_layer_logits
 from .configuration_scratchformer import ScratchformerConfig
 from .linear_cross_entropy import fused_loss_applies, linear_cross_entropy
-from .ngram import NgramLogits, bigram_ids, keep_head_and_tail
+from .ngram import NgramLogits, bigram_ids, head_and_tail, keep_head_and_tail  # noqa: F401 (head_and_tail: the demo
+# reads a loaded model's own cut from its module, remote code included)
 from .unpadding import PooledTokens, RealTokens, real_tokens
 from .parallelism import adapt_pipeline_stage, check_distributed_config, gather_before_encoding
 

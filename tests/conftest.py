@@ -3,9 +3,13 @@
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
+import textwrap
 import time
+import urllib.request
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -118,3 +122,53 @@ def run_recipe(name, output, *extra, wait=True):
     result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# The start of a child process's script that must load saved folders as remote code: hide the (editable) install of
+# scratchformer and prove it is gone. The script's own text follows it.
+WITHOUT_SCRATCHFORMER = textwrap.dedent(
+    """
+    import os, sys
+    sys.meta_path[:] = [f for f in sys.meta_path if "scratchformer" not in type(f).__module__ + repr(f)]
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != REPO_ROOT]
+    try:
+        import scratchformer
+        raise SystemExit("scratchformer is still importable: the test would prove nothing")
+    except ImportError:
+        pass
+    """
+).replace("REPO_ROOT", repr(REPO_ROOT))
+
+
+@contextmanager
+def running_server(folder, log_path, *flags):
+    """`python -m scratchformer.serve folder *flags` on a free 127.0.0.1 port, until it answers /health."""
+    port = free_port()
+    with open(log_path, "w") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "scratchformer.serve", str(folder), "--host", "127.0.0.1", "--port", str(port),
+             "--device", "cpu", *flags],
+            cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
+            env=dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false"),
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(url + "/health", timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None, log_path.read_text()[-3000:]
+                assert time.time() < deadline, "the server did not answer /health in 120 s"
+                time.sleep(0.3)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -12,13 +12,10 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
-import urllib.request
-from contextlib import contextmanager
 
 import pytest
 import torch
-from conftest import REPO_ROOT, sentiment_corpus, tiny_config, train_briefly
+from conftest import REPO_ROOT, WITHOUT_SCRATCHFORMER, running_server, sentiment_corpus, tiny_config, train_briefly
 from transformers import ContinuousBatchingConfig, GenerationConfig
 
 from scratchformer import ScratchformerForCausalLM
@@ -75,16 +72,9 @@ def test_generate_batch_gives_each_request_generates_tokens(position_embedding_t
 
 # Runs in a child process where `scratchformer` cannot be imported (as tests/test_remote_code.py does), so the
 # folders load as remote code: transformers_modules' copy of modeling_scratchformer.py and compat.py.
-REMOTE_CHILD = textwrap.dedent(
+REMOTE_CHILD = WITHOUT_SCRATCHFORMER + textwrap.dedent(
     """
-    import json, os, sys
-    sys.meta_path[:] = [f for f in sys.meta_path if "scratchformer" not in type(f).__module__ + repr(f)]
-    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != REPO_ROOT]
-    try:
-        import scratchformer
-        raise SystemExit("scratchformer is still importable: the test would prove nothing")
-    except ImportError:
-        pass
+    import json, sys
     from transformers import AutoModelForCausalLM, ContinuousBatchingConfig, GenerationConfig
 
     cases = json.load(open(sys.argv[1]))
@@ -138,7 +128,7 @@ def test_a_request_past_the_learned_positions_gets_a_clear_error():
 # transformers serve ----------------------------------------------------------------------------------------------
 
 openai = pytest.importorskip("openai", reason="transformers serve needs the openai package (the integrations extra)")
-from test_serve import expected_continuation, free_port  # noqa: E402 (after the skip: it needs openai too)
+from test_serve import expected_continuation  # noqa: E402 (after the skip: it needs openai too)
 
 
 def log_requests_flags() -> list[str]:
@@ -147,34 +137,6 @@ def log_requests_flags() -> list[str]:
     from transformers.cli.serve import Serve
 
     return ["--enable-log-requests"] if "enable_log_requests" in inspect.signature(Serve.__init__).parameters else []
-
-
-@contextmanager
-def running_server(folder, log_path, *flags):
-    """`python -m scratchformer.serve folder` on a free 127.0.0.1 port, as tests/test_serve.py starts it."""
-    port = free_port()
-    with open(log_path, "w") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "scratchformer.serve", str(folder), "--host", "127.0.0.1", "--port", str(port),
-             "--device", "cpu", *flags],
-            cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
-            env=dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false"),
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(url + "/health", timeout=2)
-                break
-            except OSError:
-                assert server.poll() is None, log_path.read_text()[-3000:]
-                assert time.time() < deadline, "the server did not answer /health in 120 s"
-                time.sleep(0.3)
-        yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def test_served_with_continuous_batching_completions_match_generate(tmp_path, tokenizer):

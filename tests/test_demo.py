@@ -9,7 +9,7 @@ import time
 
 import pytest
 import torch
-from conftest import REPO_ROOT, sentiment_corpus, tiny_config, train_briefly
+from conftest import REPO_ROOT, free_port, sentiment_corpus, tiny_config, train_briefly
 
 from scratchformer import (
     ScratchformerForCausalLM,
@@ -151,12 +151,6 @@ def test_translate_gives_text_and_alignment(folders):
 # -------------------------------------------------------------------------------------------------------------
 # The page, in a real browser
 # -------------------------------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -4,13 +4,13 @@ run for real: torchrun with gloo on CPU, 127.0.0.1, against the same folder in o
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import free_port
 
 from scratchformer import (
     ScratchformerConfig,
@@ -22,12 +22,6 @@ from scratchformer import (
 
 pytestmark = pytest.mark.slow
 WORKER = Path(__file__).with_name("distributed_worker.py")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def torchrun(*arguments, nodes: int = 1, timeout: int = 300) -> None:
@@ -177,6 +171,7 @@ def test_a_recipe_trains_sharded_under_torchrun_and_publishes_from_one_process(m
     ("pp=2", "pipeline parallel runs inference only"),
     ("fsdp=3", "asks for 3 processes, but 1 were started"),
     ("shards=2", "expected NAME=SIZE"),
+    pytest.param("tp=2", "refuses CPU processes", marks=pytest.mark.skipif(torch.cuda.is_available(), reason="CPU")),
 ])
 def test_a_distributed_flag_the_run_cannot_honour_is_refused_before_anything_starts(flag, message, tmp_path, capsys):
     from training import lm

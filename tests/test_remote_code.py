@@ -7,7 +7,7 @@ import sys
 import textwrap
 
 import torch
-from conftest import REPO_ROOT, tiny_config
+from conftest import REPO_ROOT, WITHOUT_SCRATCHFORMER, tiny_config
 
 from scratchformer import (
     ScratchformerForCausalLM,
@@ -19,16 +19,9 @@ from scratchformer import (
 
 
 # Runs in a child process: hide the (editable) install of scratchformer, prove it is gone, then load each folder.
-CHILD = textwrap.dedent(
+CHILD = WITHOUT_SCRATCHFORMER + textwrap.dedent(
     """
-    import json, os, sys
-    sys.meta_path[:] = [f for f in sys.meta_path if "scratchformer" not in type(f).__module__ + repr(f)]
-    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != REPO_ROOT]
-    try:
-        import scratchformer
-        raise SystemExit("scratchformer is still importable: the test would prove nothing")
-    except ImportError:
-        pass
+    import json, sys
     import torch
     import transformers
 

@@ -2,26 +2,13 @@
 answers with the continuation greedy generate() gives, plain and streamed. (No chat template: an IMDb language model
 continues reviews, it does not chat; /v1/chat/completions needs one.)"""
 
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-
 import pytest
 import torch
-from conftest import REPO_ROOT, sentiment_corpus, tiny_config, train_briefly
+from conftest import running_server, sentiment_corpus, tiny_config, train_briefly
 
 from scratchformer import ScratchformerForCausalLM
 
 openai = pytest.importorskip("openai", reason="transformers serve needs the openai package (the integrations extra)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -33,24 +20,8 @@ def served(tmp_path_factory, tokenizer):
     folder = tmp_path_factory.mktemp("serve") / "lm"
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    port = free_port()
-    log = open(folder.parent / "serve.log", "w")
-    server = subprocess.Popen([sys.executable, "-m", "scratchformer.serve", str(folder), "--host", "127.0.0.1",
-                               "--port", str(port), "--device", "cpu"], cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
-                              env=dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false"))
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while True:
-        try:
-            urllib.request.urlopen(url + "/health", timeout=2)
-            break
-        except OSError:
-            assert server.poll() is None, (folder.parent / "serve.log").read_text()[-3000:]
-            assert time.time() < deadline, "the server did not answer /health in 120 s"
-            time.sleep(0.3)
-    yield url, str(folder), model.eval()
-    server.terminate()
-    server.wait(timeout=30)
+    with running_server(folder, folder.parent / "serve.log") as url:
+        yield url, str(folder), model.eval()
 
 
 def expected_continuation(model, tokenizer, prompt: str, new_tokens: int) -> str:
