@@ -50,6 +50,11 @@ def parse_sizes(text: str | None, world: int | None = None) -> dict[str, int]:
             raise ValueError(f"--distributed {text!r}: expected NAME=SIZE[,NAME=SIZE] with NAME one of "
                              f"{', '.join(SIZES)} and SIZE a positive integer")
         sizes[SIZES[name]] = int(value)
+    if sizes.get("tp_size", 1) > 1 and not torch.cuda.is_available():
+        raise ValueError(f"--distributed {text!r}: the Trainer trains a tensor-parallel model through accelerate's "
+                         "ParallelismConfig, which refuses CPU processes (DistributedType.MULTI_CPU); on CPU shard with "
+                         "fsdp and replicate (tensor-parallel inference works on CPU: from_pretrained(..., "
+                         "distributed_config=DistributedConfig(tp_size=2)))")
     if world is not None:  # the one-process rerun: nothing to check against
         return sizes
     world = int(os.environ.get("WORLD_SIZE", 1))
