@@ -9,6 +9,9 @@ import pytest
 
 from training.chaos import chaos, differences, start
 
+pytestmark = pytest.mark.slow  # whole recipe runs, servers or browsers: skipped by -m "not slow"
+
+
 RECIPES = {  # recipe: its flags (tiny preset, small data)
     "classify": ["--preset", "tiny"],  # the tiny preset includes masked-LM pre-training
     "lm": ["--preset", "tiny"],

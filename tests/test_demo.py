@@ -20,6 +20,9 @@ from scratchformer import (
 gradio = pytest.importorskip("gradio", reason="the demo extra is not installed: pip install -e '.[demo]'")
 from demo import app  # noqa: E402  (needs gradio's PIL)
 
+pytestmark = pytest.mark.slow  # whole recipe runs, servers or browsers: skipped by -m "not slow"
+
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 

@@ -19,6 +19,9 @@ import pytest
 from hub_fixture import REPO_ROOT, hub, hub_server  # noqa: F401  (pytest fixtures)
 from huggingface_hub.errors import HfHubHTTPError
 
+pytestmark = pytest.mark.slow  # whole recipe runs, servers or browsers: skipped by -m "not slow"
+
+
 RESULT_MARK = "@@RESULT@@"
 # Runs first in every child: make the editable-installed scratchformer (and anything under the repo) unimportable.
 CHILD_PRELUDE = textwrap.dedent("""\

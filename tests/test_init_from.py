@@ -15,6 +15,8 @@ from transformers import AutoTokenizer
 from scratchformer import ScratchformerConfig, ScratchformerForMaskedLM, ScratchformerForSequenceClassification
 from training import classify
 
+pytestmark = pytest.mark.slow  # whole recipe runs, servers or browsers: skipped by -m "not slow"
+
 
 @pytest.fixture(scope="module")
 def language_model(tmp_path_factory):

@@ -17,6 +17,8 @@ from conftest import REPO_ROOT, run_recipe
 
 from training.data import fetch_npm_reviews, load_imdb
 
+pytestmark = pytest.mark.slow  # whole recipe runs, servers or browsers: skipped by -m "not slow"
+
 
 @pytest.fixture(scope="session")
 def real_imdb():

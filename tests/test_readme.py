@@ -8,7 +8,10 @@ import shutil
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO_ROOT
+
+pytestmark = pytest.mark.slow  # whole recipe runs, servers or browsers: skipped by -m "not slow"
 
 
 def readme_commands() -> list[str]:

@@ -11,6 +11,9 @@ from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 from conftest import REPO_ROOT, kill_after_first_checkpoint, run_recipe
 
+pytestmark = pytest.mark.slow  # whole recipe runs, servers or browsers: skipped by -m "not slow"
+
+
 def recipe(name, output, data, *extra, wait=True):
     return run_recipe(name, output, "--data-source", str(data), *extra, wait=wait)
 

@@ -12,6 +12,9 @@ from conftest import kill_after_first_checkpoint, run_recipe
 
 from training import translate
 
+pytestmark = pytest.mark.slow  # whole recipe runs, servers or browsers: skipped by -m "not slow"
+
+
 def translate_recipe(output, *extra, wait=True):
     return run_recipe("translate", output, *extra, wait=wait)
 
