@@ -185,8 +185,13 @@ def main(argv=None):
     if start is not None:  # the starting model's tokenizer, and no longer inputs than its positions
         tokenizer, start_config = start
         max_length = min(preset.max_length, start_config.max_position_embeddings)
-        args.preset_values = preset = replace(preset, max_length=max_length,
-                                              head_tokens=min(preset.head_tokens, max_length // 2))
+        # The starting model's architecture, so metrics.json and the card say what was trained.
+        args.preset_values = preset = replace(
+            preset, max_length=max_length, head_tokens=min(preset.head_tokens, max_length // 2),
+            vocab_size=start_config.vocab_size, hidden_size=start_config.hidden_size,
+            num_hidden_layers=start_config.num_hidden_layers, num_attention_heads=start_config.num_attention_heads,
+            intermediate_size=start_config.intermediate_size,
+            position_embedding_type=start_config.position_embedding_type, bigram_buckets=start_config.bigram_buckets)
     else:
         add_bos = preset.classifier_pooling == "cls"  # cls pooling reads the <s> vector
         tokenizer = common.tokenizer_for(common.text_sample(data["train"]), work, preset, add_bos_token=add_bos)
