@@ -72,4 +72,4 @@ def attention_function_writes_cache(cache) -> bool:
     """Whether the attention function, not the model, writes this step's keys and values into `cache`: a paged cache
     under a release (5.23) whose attention functions update it themselves. The model then hands the cache to the
     function as `cache=` and does not call cache.update."""
-    return ATTENTION_FUNCTIONS_WRITE_PAGED_CACHE and isinstance(cache, PagedAttentionCache)
+    return ATTENTION_FUNCTIONS_WRITE_PAGED_CACHE and is_paged_cache(cache)

@@ -47,7 +47,7 @@ from transformers.utils import can_return_tuple
 from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
-from .compat import accepts_either_cache_name, cache_field, cache_of
+from .compat import accepts_either_cache_name, attention_function_writes_cache, cache_field, cache_of, is_paged_cache
 from .cpu_kernels import Dropout, loss_in_own_graph, output_layer_logits
 from .configuration_scratchformer import ScratchformerConfig
 from .linear_cross_entropy import fused_loss_applies, linear_cross_entropy
@@ -255,8 +255,6 @@ class ScratchformerAttention(nn.Module):
             if cache is not None:  # append this step's keys/values to the cache, attend over all of them
                 if isinstance(cache, EncoderDecoderCache):
                     cache = cache.self_attention_cache
-                from .compat import attention_function_writes_cache
-
                 if attention_function_writes_cache(cache):  # a paged cache under 5.23: its attention functions write it
                     kwargs["cache"] = cache
                 else:  # kwargs reach the cache: a paged cache (continuous batching) reads its write indices there.
@@ -544,8 +542,6 @@ class ScratchformerModel(ScratchformerPreTrainedModel):
         # eagerly only (transformers compiles decoding steps; the eager prefill has checked the prompt).
         # Continuous batching's paged cache packs many requests into one row and has no one length: the position_ids
         # it comes with place each token in its own request.
-        from .compat import is_paged_cache
-
         paged = is_paged_cache(cache)
         past_length = cache.get_seq_length() if cache is not None and not paged else 0
         length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
