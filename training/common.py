@@ -108,7 +108,7 @@ def parse_args(
     args = parser.parse_args(argv)
     try:
         args.preset_values = override(presets[args.preset], args.set)
-        args.distributed_sizes, args.trained_distributed = distributed.sizes_for_this_process(args.distributed)
+        args.distributed_sizes, args.trained_sizes = distributed.sizes_for_this_process(args.distributed)
     except ValueError as error:
         parser.error(str(error))
     return args
@@ -569,9 +569,9 @@ class Stopwatch:
 
 def launcher(args) -> str:
     """How the command starts: python, or torchrun with as many processes as --distributed's sizes multiply to."""
-    if not args.trained_distributed:
+    if not args.trained_sizes:
         return "python -m "
-    return f"torchrun --nproc_per_node {math.prod(distributed.parse_sizes(args.distributed, world=1).values())} -m "
+    return f"torchrun --nproc_per_node {math.prod(args.trained_sizes.values())} -m "
 
 
 def base_metrics(args, model, wall_time_s: float, data) -> dict:
@@ -589,7 +589,7 @@ def base_metrics(args, model, wall_time_s: float, data) -> dict:
         "validation_samples": len(data["validation"]),
         "test_samples": len(data["test"]) if "test" in data else 0,
         # Trained under torchrun, sharded by DistributedConfig (evaluated in one process): the sizes, e.g. fsdp=2.
-        **({"distributed": args.distributed} if args.trained_distributed else {}),
+        **({"distributed": args.distributed} if args.trained_sizes else {}),
     }
 
 
@@ -606,7 +606,7 @@ def best_on_validation(args, preset: Preset, metric: str) -> dict:
     preset.best_checkpoint asks for it (None: for a user's data only)."""
     if not (preset.best_checkpoint if preset.best_checkpoint is not None else sources.given(args)):
         return {}
-    if args.trained_distributed:  # transformers cannot load a best checkpoint into a model sharded at load time
+    if args.trained_sizes:  # transformers cannot load a best checkpoint into a model sharded at load time
         return {}
     return {"load_best_model_at_end": True, "metric_for_best_model": metric,
             "greater_is_better": not metric.endswith("loss"), "eval_strategy": "steps", "eval_steps": preset.save_steps}

@@ -36,8 +36,9 @@ OPTIMIZER_FOLDER = "optimizer-shards"
 SCHEDULER_FILE = "scheduler.pt"
 
 
-def parse_sizes(text: str | None, world: int | None = None) -> dict[str, int]:
-    """`fsdp=2,replicate=2` -> DistributedConfig's keyword arguments; a clear error for anything else."""
+def parse_sizes(text: str | None, check_processes: bool = True) -> dict[str, int]:
+    """`fsdp=2,replicate=2` -> DistributedConfig's keyword arguments; a clear error for anything else, and (with
+    check_processes) for sizes whose product is not the number of processes torchrun started."""
     if not text:
         return {}
     sizes = {}
@@ -55,7 +56,7 @@ def parse_sizes(text: str | None, world: int | None = None) -> dict[str, int]:
                          "ParallelismConfig, which refuses CPU processes (DistributedType.MULTI_CPU); on CPU shard with "
                          "fsdp and replicate (tensor-parallel inference works on CPU: from_pretrained(..., "
                          "distributed_config=DistributedConfig(tp_size=2)))")
-    if world is not None:  # the one-process rerun: nothing to check against
+    if not check_processes:
         return sizes
     world = int(os.environ.get("WORLD_SIZE", 1))
     product = sizes.get("fsdp_size", 1) * sizes.get("dp_replicate_size", 1) * sizes.get("tp_size", 1)
@@ -68,26 +69,25 @@ def parse_sizes(text: str | None, world: int | None = None) -> dict[str, int]:
 AFTER_TRAINING = "SCRATCHFORMER_AFTER_DISTRIBUTED_TRAINING"  # set for the one-process rerun
 
 
-def sizes_for_this_process(text: str | None) -> tuple[dict[str, int], bool]:
-    """(DistributedConfig's sizes for this process, whether the run trains or trained distributed). The one-process
-    rerun after training gets no sizes: it loads the gathered weights whole."""
-    sizes = parse_sizes(text, world=1 if os.environ.get(AFTER_TRAINING) else None)
-    return ({} if os.environ.get(AFTER_TRAINING) else sizes), bool(sizes)
-
-
 def after_training() -> bool:
     """Whether this is the one-process rerun that evaluates and publishes a --distributed run."""
     return bool(os.environ.get(AFTER_TRAINING))
+
+
+def sizes_for_this_process(text: str | None) -> tuple[dict[str, int], dict[str, int]]:
+    """(DistributedConfig's sizes for this process, the sizes the run trains or trained with). The one-process rerun
+    after training gets no sizes of its own: it loads the gathered weights whole."""
+    sizes = parse_sizes(text, check_processes=not after_training())
+    return ({} if after_training() else sizes), sizes
 
 
 def trainer_settings(args, preset) -> dict:
     """TrainingArguments of a --distributed run: the preset's batch divided between the processes that read different
     rows (fsdp x replicate; tensor-parallel ones share theirs), so the optimisation is the one-process run's; and no
     Trainer-saved optimizer (ShardedCheckpoints saves it)."""
-    if not args.trained_distributed:
+    if not args.trained_sizes:
         return {}
-    sizes = parse_sizes(args.distributed, world=1)
-    readers = sizes.get("fsdp_size", 1) * sizes.get("dp_replicate_size", 1)
+    readers = args.trained_sizes.get("fsdp_size", 1) * args.trained_sizes.get("dp_replicate_size", 1)
     if preset.batch_size % readers:
         raise SystemExit(f"error: --distributed {args.distributed}: the batch of {preset.batch_size} rows does not "
                          f"divide between {readers} processes; --set batch_size=... to a multiple of {readers}")
