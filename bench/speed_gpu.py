@@ -48,7 +48,7 @@ from pathlib import Path
 import torch
 import transformers
 
-import scratchformer.modeling_scratchformer as modeling
+import scratchformer.linear_cross_entropy as loss_paths
 from bench import speed
 from bench.speed import DECODE_BATCHES, DROPOUT, SIDES, Protocol, Size, log
 
@@ -139,18 +139,18 @@ def step_memory(
 
 def loss_path(step: Callable[[], None]) -> dict:
     """Whether ours' LM training forward took the chunked CPU loss (linear_cross_entropy): one step with a spy on
-    the check modeling_scratchformer makes (its own reference to linear_cross_entropy.fused_loss_applies)."""
-    original, answers = modeling.fused_loss_applies, []
+    the check linear_cross_entropy.output_logits_and_loss makes (fused_loss_applies)."""
+    original, answers = loss_paths.fused_loss_applies, []
 
     def spy(*args, **kwargs) -> bool:
         answers.append(bool(original(*args, **kwargs)))
         return answers[-1]
 
-    modeling.fused_loss_applies = spy
+    loss_paths.fused_loss_applies = spy
     try:
         step()
     finally:
-        modeling.fused_loss_applies = original
+        loss_paths.fused_loss_applies = original
     return {"fused_loss_applies": any(answers), "checks": len(answers),
             "path": "chunked linear_cross_entropy (CPU)" if any(answers) else "lm_head + transformers loss"}
 

@@ -73,3 +73,13 @@ def attention_function_writes_cache(cache) -> bool:
     under a release (5.23) whose attention functions update it themselves. The model then hands the cache to the
     function as `cache=` and does not call cache.update."""
     return ATTENTION_FUNCTIONS_WRITE_PAGED_CACHE and is_paged_cache(cache)
+
+
+def update_cache(cache, key, value, layer_idx: int, kwargs: dict):
+    """This step's keys and values appended to `cache`; returns every key and value to attend over, [B, h, past + L, D].
+    Where the attention function writes the cache itself (attention_function_writes_cache), it gets the cache in
+    `kwargs` instead. kwargs reach the cache: a paged cache (continuous batching) reads its write indices there."""
+    if attention_function_writes_cache(cache):
+        kwargs["cache"] = cache
+        return key, value
+    return cache.update(key, value, layer_idx, kwargs=kwargs)

@@ -1,7 +1,8 @@
 """CPU speed machinery beside the textbook: what the model calls to be fast on CPU and under torch.compile, each with
 the measurement that justified it (bench/NOTES.md). The model file attaches them at a few marked points:
 
-    Dropout               nn.Dropout that draws hashed masks inside a compiled CPU graph (eager: torch's own)
+    Dropout               nn.Dropout that draws hashed masks inside a compiled CPU graph (eager: torch's own);
+                          attach_compiled_dropout gives it to a model's nn.Dropout modules
     loss_in_own_graph     a compiled language model's loss in a graph of its own (no zero-filled logits gradient)
     output_layer_logits   the output layer's matmul in the layout that is fastest for the rows at hand
     storage_users         how many tensors share a storage (linear_cross_entropy.py's buffer reuse)
@@ -76,6 +77,14 @@ class Dropout(nn.Dropout):
             return super().forward(x)
         keep = hashed_uniform_int31(x.shape, x.device) >= round(self.p * 2**31)
         return x * keep * (1.0 / (1.0 - self.p))
+
+
+def attach_compiled_dropout(model: nn.Module) -> None:
+    """Each plain nn.Dropout of `model` becomes a Dropout (same state, same eager behaviour), as Liger patches a
+    model's modules from outside: the model's own code says nn.Dropout."""
+    for module in model.modules():
+        if type(module) is nn.Dropout:
+            module.__class__ = Dropout
 
 
 # CPU matmul layout ----------------------------------------------------------------------------------------------------

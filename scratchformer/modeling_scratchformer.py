@@ -4,28 +4,34 @@ Read it top to bottom; each idea is one named piece:
 
     positions    learned / sinusoidal tables, or rotary (RoPE) rotation of queries and keys
     embeddings   token vector + position vector
-    attention    Q/K/V projections -> split heads -> scores q.k^T / sqrt(d) -> mask -> softmax -> weighted sum of V
+    attention    Q/K/V projections -> split heads -> scores q.k^T / sqrt(D) -> mask -> softmax -> weighted sum of V
                  -> merge heads -> output projection   (eager here; SDPA/flash through ALL_ATTENTION_FUNCTIONS)
     MLP          position-wise feed-forward network
-    residual     x + sublayer(x), with LayerNorm before (pre-norm) or after (post-norm)
-    block        attention (+ cross-attention in a decoder) + MLP, each wrapped in a residual
+    block        x = x + attention(norm(x)); x = x + mlp(norm(x))   (pre-norm; post-norm: x = norm(x + f(x)))
     model        embeddings -> blocks -> final norm (one stack; an encoder-decoder has two)
     pooling      one vector per sequence (mean / max / cls / last) for classification
     heads        causal LM, sequence classification, masked LM, encoder-decoder (seq2seq) LM
 
-Beside it, each in a file of its own: unpadding.py (a padded batch's token-wise layers run on its real tokens only),
-ngram.py (the classifier's NBSVM-style n-gram path and head-and-tail cut), linear_cross_entropy.py (the fused CPU
-training loss), parallelism.py (transformers' DistributedConfig), cpu_kernels.py (CPU and torch.compile speed machinery),
-compat.py (transformers-version differences).
+Tensor shapes in the comments:
+
+    B  batch size            L  tokens per sequence (new ones; a cache adds `past` before them)
+    C  hidden size           S  source tokens (an encoder-decoder's encoder output)
+    h  attention heads       D  head size, C / h
+    V  vocabulary size       N  real tokens of a padded batch, packed [1, N, C] (unpadding.py)
+
+Speed machinery lives beside it, each in a file of its own, attached at lines marked "speed:": unpadding.py (a padded
+batch's token-wise layers run on its real tokens only), linear_cross_entropy.py (the fused CPU training loss and the
+one place that chooses it), cpu_kernels.py (CPU and torch.compile kernels). Also beside it: ngram.py (the
+classifier's NBSVM-style n-gram path and head-and-tail cut), input_checks.py (clear errors for bad inputs),
+parallelism.py (transformers' DistributedConfig), integrations.py (PEFT, loading), compat.py (transformers-version
+differences). docs/tour.md says where to start.
 """
 
 import copy
 import math
-import sys
 from collections.abc import Callable
 
 import torch
-from safetensors import SafetensorError
 from torch import nn
 from transformers import initialization as init
 from transformers.activations import ACT2FN
@@ -47,14 +53,16 @@ from transformers.utils import can_return_tuple
 from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
-from .compat import accepts_either_cache_name, attention_function_writes_cache, cache_field, cache_of, is_paged_cache
-from .cpu_kernels import Dropout, loss_in_own_graph, output_layer_logits
+from .compat import accepts_either_cache_name, cache_field, cache_of, is_paged_cache, update_cache
 from .configuration_scratchformer import ScratchformerConfig
-from .linear_cross_entropy import fused_loss_applies, linear_cross_entropy
-from .ngram import NgramLogits, bigram_ids, head_and_tail, keep_head_and_tail  # noqa: F401 (head_and_tail: the demo
-# reads a loaded model's own cut from its module, remote code included)
-from .unpadding import PooledTokens, RealTokens, real_tokens
+from .cpu_kernels import attach_compiled_dropout, loss_in_own_graph
+from .input_checks import check_inputs
+from .integrations import declare_lora_target_modules, naming_corrupt_weights
+from .linear_cross_entropy import output_logits_and_loss
+from .ngram import NgramLogits, bigram_ids, fit_ngram_path, head_and_tail, keep_head_and_tail  # noqa: F401 (head_and_tail:
+# the demo reads a loaded model's own cut from its module, remote code included)
 from .parallelism import adapt_pipeline_stage, check_distributed_config, gather_before_encoding
+from .unpadding import Unpadding, attended_rows, padded_attention, padded_for_cache, pooled_token_mask
 
 # ----------------------------------------------------------------------------------------------------------------
 # Positions
@@ -84,7 +92,7 @@ class SinusoidalPositionalEmbedding(nn.Module):
 
 
 def rotary_inverse_frequencies(head_dim: int, theta: float) -> torch.Tensor:
-    """Rotation speed of each pair of dimensions in RoPE: theta^(-2i/d)."""
+    """Rotation speed of each pair of dimensions in RoPE: theta^(-2i/D)."""
     return 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
 
 
@@ -109,7 +117,7 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate query or key vectors [B, H, L, D] by their positions' angles."""
+    """Rotate query or key vectors [B, h, L, D] by their positions' angles (cos, sin: [B, L, D])."""
     return x * cos.unsqueeze(1) + rotate_half(x) * sin.unsqueeze(1)
 
 
@@ -133,20 +141,15 @@ class ScratchformerEmbeddings(nn.Module):
         else:
             self.position_embeddings = None
         self.bigram_embeddings = nn.Embedding(config.bigram_buckets, config.hidden_size) if config.bigram_buckets else None
-        self.dropout = Dropout(config.hidden_dropout_prob)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, input_ids=None, position_ids=None, inputs_embeds=None) -> torch.Tensor:
-        embeddings = self.token_embeddings(input_ids) if inputs_embeds is None else inputs_embeds
+        embeddings = self.token_embeddings(input_ids) if inputs_embeds is None else inputs_embeds  # [B, L, C]
         if self.bigram_embeddings is not None and input_ids is not None:
             embeddings = embeddings + self.bigram_embeddings(bigram_ids(input_ids, self.bigram_embeddings.num_embeddings))
         if self.position_embeddings is not None:
-            embeddings = embeddings + self.position_embeddings(position_ids)
+            embeddings = embeddings + self.position_embeddings(position_ids)  # [B, L, C]
         return self.dropout(embeddings)
-
-
-def tracing() -> bool:
-    """Whether torch.compile or torch.export is tracing this code (and tensors have no values to branch on)."""
-    return torch.compiler.is_compiling()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -155,24 +158,14 @@ def tracing() -> bool:
 
 
 def split_heads(x: torch.Tensor, head_dim: int) -> torch.Tensor:
-    """[B, L, H*D] -> [B, H, L, D]: each head attends with its own slice of the vector."""
+    """[B, L, h*D] -> [B, h, L, D]: each head attends with its own slice of the vector."""
     batch, length, _ = x.shape
     return x.view(batch, length, -1, head_dim).transpose(1, 2)
 
 
 def merge_heads(x: torch.Tensor) -> torch.Tensor:
-    """[B, L, H, D] -> [B, L, H*D]: concatenate the heads' outputs again."""
+    """[B, L, h, D] -> [B, L, h*D]: concatenate the heads' outputs again."""
     return x.reshape(*x.shape[:2], -1)
-
-
-def attention_scores(query: torch.Tensor, key: torch.Tensor, scaling: float) -> torch.Tensor:
-    """How much each query matches each key: q.k^T scaled by 1/sqrt(head_dim) so softmax does not saturate."""
-    return torch.matmul(query, key.transpose(-1, -2)) * scaling
-
-
-def mask_scores(scores: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-    """Hide padding and (causal) future keys: the mask holds 0 where allowed and a huge negative number elsewhere."""
-    return scores if attention_mask is None else scores + attention_mask
 
 
 def eager_attention_forward(
@@ -185,12 +178,26 @@ def eager_attention_forward(
     dropout: float = 0.0,
     **kwargs,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scaled dot-product attention written out: scores -> mask -> softmax -> dropout -> weighted sum of values."""
-    scores = mask_scores(attention_scores(query, key, scaling), attention_mask)
-    weights = nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    """Scaled dot-product attention written out: scores -> mask -> softmax -> dropout -> weighted sum of values.
+
+    The mask holds 0 where a query may look and a huge negative number where it may not: padding, and in a causal
+    stack the future. The causal triangle for L = 4 (create_causal_mask builds it, padding added):
+
+                 key 0   key 1   key 2   key 3
+        query 0    0     -inf    -inf    -inf
+        query 1    0       0     -inf    -inf        after softmax, -inf -> weight 0:
+        query 2    0       0       0     -inf        token t sees tokens 0..t only
+        query 3    0       0       0       0
+    """
+    # query: [B, h, L, D]; key, value: [B, h, past + L, D] (or [B, h, S, D] in cross-attention)
+    scores = torch.matmul(query, key.transpose(-1, -2)) * scaling  # [B, h, L, past + L]: q.k / sqrt(D), so softmax
+    # does not saturate as D grows
+    if attention_mask is not None:
+        scores = scores + attention_mask  # [B, h, L, past + L]: hidden keys -> -inf
+    weights = nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)  # each row sums to 1
     weights = nn.functional.dropout(weights, p=dropout, training=module.training)
-    output = torch.matmul(weights, value)  # [B, H, L, D]
-    return output.transpose(1, 2).contiguous(), weights  # [B, L, H, D], as every attention backend returns
+    output = torch.matmul(weights, value)  # [B, h, L, D]: a weighted sum of the values
+    return output.transpose(1, 2).contiguous(), weights  # [B, L, h, D], as every attention backend returns
 
 
 class ScratchformerAttention(nn.Module):
@@ -198,8 +205,6 @@ class ScratchformerAttention(nn.Module):
 
     Self-attention takes queries, keys and values from the same tokens. Cross-attention (`is_cross_attention`, in an
     encoder-decoder's decoder) takes the queries from the decoder and the keys and values from the encoder output.
-    Queries, keys and values have a projection each (`q_proj`, `k_proj`, `v_proj`, as in Llama and BERT): tensor
-    parallelism splits each by heads and FSDP shards each on its own.
     """
 
     def __init__(
@@ -209,7 +214,7 @@ class ScratchformerAttention(nn.Module):
         self.config = config
         self.layer_idx = layer_idx
         self.head_dim = config.head_dim
-        self.scaling = self.head_dim**-0.5
+        self.scaling = self.head_dim**-0.5  # 1 / sqrt(D)
         self.dropout = config.attention_probs_dropout_prob
         self.is_cross_attention = is_cross_attention
         # Read by SDPA when no explicit mask is passed; every decoder token may see every source token.
@@ -219,14 +224,6 @@ class ScratchformerAttention(nn.Module):
         self.v_proj = nn.Linear(config.hidden_size, config.hidden_size)
         self.o_proj = nn.Linear(config.hidden_size, config.hidden_size)
 
-    def project(self, projection: nn.Linear, x: torch.Tensor, tokens: RealTokens | None = None) -> torch.Tensor:
-        """One projection of x, split into heads: [B, L, H*D] -> [B, H, L, D]. Given `tokens`, x holds only these
-        real tokens of a padded batch, and the projection goes back to their padded places for attention."""
-        projected = projection(x)
-        if tokens is not None:
-            projected = tokens.scatter(projected)
-        return split_heads(projected, self.head_dim)
-
     def forward(
         self,
         hidden_states: torch.Tensor,
@@ -234,54 +231,36 @@ class ScratchformerAttention(nn.Module):
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
         cache: Cache | None = None,
         encoder_hidden_states: torch.Tensor | None = None,
-        tokens: RealTokens | None = None,
-        source_tokens: RealTokens | None = None,
-        pooled: PooledTokens | None = None,
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """`tokens`: hidden_states holds only these real tokens of a padded batch; `source_tokens`: the same for
-        encoder_hidden_states (cross-attention); `pooled`: attend from these tokens only (output [B, 1, H])."""
+        """hidden_states [B, L, C] -> [B, L, C] (and the attention weights, where the backend returns them)."""
+        query = split_heads(self.q_proj(hidden_states), self.head_dim)  # [B, h, L, D]
         if self.is_cross_attention:
-            query = self.project(self.q_proj, hidden_states, tokens)
             # No rotary here: decoder and source positions live on different axes, their difference means nothing.
-            key, value = self.source_keys_values(encoder_hidden_states, cache, source_tokens)
+            key, value = self.source_keys_values(encoder_hidden_states, cache, kwargs)  # [B, h, S, D]
         else:
-            query = self.project(self.q_proj, hidden_states, tokens)
-            key = self.project(self.k_proj, hidden_states, tokens)
-            value = self.project(self.v_proj, hidden_states, tokens)
-            if position_embeddings is not None:  # rotary positions
-                cos, sin = position_embeddings
-                query, key = apply_rotary(query, cos, sin), apply_rotary(key, cos, sin)
+            key = split_heads(self.k_proj(hidden_states), self.head_dim)  # [B, h, L, D]
+            value = split_heads(self.v_proj(hidden_states), self.head_dim)  # [B, h, L, D]
+            if position_embeddings is not None:  # rotary positions: turn each query and key by its position's angle
+                query, key = apply_rotary(query, *position_embeddings), apply_rotary(key, *position_embeddings)
             if cache is not None:  # append this step's keys/values to the cache, attend over all of them
                 if isinstance(cache, EncoderDecoderCache):
                     cache = cache.self_attention_cache
-                if attention_function_writes_cache(cache):  # a paged cache under 5.23: its attention functions write it
-                    kwargs["cache"] = cache
-                else:  # kwargs reach the cache: a paged cache (continuous batching) reads its write indices there.
-                    key, value = cache.update(key, value, self.layer_idx, kwargs=kwargs)
-        if pooled is not None:  # keys and values of every token, queries of the pooled ones
-            query, attention_mask = pooled.queries(query), pooled.mask_rows(attention_mask)
+                key, value = padded_for_cache(self, key, value, kwargs)  # speed: unpadding.py
+                key, value = update_cache(cache, key, value, self.layer_idx, kwargs)  # [B, h, past + L, D]
 
         attention_function: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
         )
+        attention_function = padded_attention(attention_function)  # speed: unpadding.py
         output, weights = attention_function(
-            self,
-            query,
-            key,
-            value,
-            attention_mask,
-            scaling=self.scaling,
-            dropout=self.dropout if self.training else 0.0,
-            **kwargs,
-        )
-        output = merge_heads(output)
-        if tokens is not None and pooled is None:
-            output = tokens.select(output)
-        return self.o_proj(output), weights
+            self, query, key, value, attention_mask, scaling=self.scaling,
+            dropout=self.dropout if self.training else 0.0, **kwargs,
+        )  # output: [B, L, h, D]
+        return self.o_proj(merge_heads(output)), weights  # [B, L, C]
 
     def source_keys_values(
-        self, encoder_hidden_states: torch.Tensor, cache: Cache | None, source_tokens: RealTokens | None
+        self, encoder_hidden_states: torch.Tensor, cache: Cache | None, kwargs: dict
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Cross-attention keys/values of the encoder output: computed once per source, then read from the cache."""
         if encoder_hidden_states is None:
@@ -290,9 +269,10 @@ class ScratchformerAttention(nn.Module):
         if cache is not None and cache.is_updated.get(self.layer_idx):  # every decoding step after the first
             layer = cache.cross_attention_cache.layers[self.layer_idx]
             return layer.keys, layer.values
-        key = self.project(self.k_proj, encoder_hidden_states, source_tokens)
-        value = self.project(self.v_proj, encoder_hidden_states, source_tokens)
+        key = split_heads(self.k_proj(encoder_hidden_states), self.head_dim)  # [B, h, S, D]
+        value = split_heads(self.v_proj(encoder_hidden_states), self.head_dim)  # [B, h, S, D]
         if cache is not None:
+            key, value = padded_for_cache(self, key, value, kwargs)  # speed: unpadding.py
             key, value = cache.cross_attention_cache.update(key, value, self.layer_idx)
             cache.is_updated[self.layer_idx] = True
         return key, value
@@ -313,96 +293,80 @@ class ScratchformerMLP(nn.Module):
         self.fc_out = nn.Linear(config.intermediate_size, config.hidden_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc_out(self.act(self.fc_in(x)))
+        return self.fc_out(self.act(self.fc_in(x)))  # [B, L, C] -> [B, L, 4C] -> [B, L, C]
 
 
-class ResidualNorm(nn.Module):
-    """Residual connection with LayerNorm: pre-norm x + f(LN(x)), or post-norm LN(x + f(x)) as in the original paper."""
+class SublayerNorm(nn.Module):
+    """The LayerNorm around one sublayer, at the checkpoint name every saved scratchformer has for it
+    (`attention_residual.norm`, `mlp_residual.norm`); the block's forward writes the residual out."""
 
     def __init__(self, config: ScratchformerConfig):
         super().__init__()
-        self.pre_norm = config.norm_placement == "pre"
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = Dropout(config.hidden_dropout_prob)
-
-    def sublayer_input(self, x: torch.Tensor) -> torch.Tensor:
-        """What the sublayer reads: the normalised stream (pre-norm) or the stream itself (post-norm)."""
-        return self.norm(x) if self.pre_norm else x
-
-    def add(self, x: torch.Tensor, sublayer_output: torch.Tensor) -> torch.Tensor:
-        """Add the sublayer's output back onto the residual stream."""
-        x = x + self.dropout(sublayer_output)
-        return x if self.pre_norm else self.norm(x)
 
 
 class ScratchformerBlock(GradientCheckpointingLayer):
-    """One Transformer block: self-attention, (in a decoder of an encoder-decoder) cross-attention, then MLP,
-    each inside a residual connection."""
+    """One Transformer block: self-attention, (in a decoder of an encoder-decoder) cross-attention, then MLP, each
+    inside a residual connection with a LayerNorm.
+
+        pre-norm (GPT-2, Llama)           post-norm (the original Transformer, BERT)
+        x = x + attention(norm(x))        x = norm(x + attention(x))
+        x = x + mlp(norm(x))              x = norm(x + mlp(x))
+    """
 
     def __init__(
         self, config: ScratchformerConfig, layer_idx: int, is_causal: bool | None = None, cross_attention: bool = False
     ):
         super().__init__()
+        self.pre_norm = config.norm_placement == "pre"
         self.attention = ScratchformerAttention(config, layer_idx, is_causal=is_causal)
-        self.attention_residual = ResidualNorm(config)
+        self.attention_residual = SublayerNorm(config)
         if cross_attention:
             self.cross_attention = ScratchformerAttention(config, layer_idx, is_cross_attention=True)
-            self.cross_attention_residual = ResidualNorm(config)
+            self.cross_attention_residual = SublayerNorm(config)
         else:
             self.cross_attention = None
         self.mlp = ScratchformerMLP(config)
-        self.mlp_residual = ResidualNorm(config)
+        self.mlp_residual = SublayerNorm(config)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(
         self,
-        hidden_states: torch.Tensor,
+        x: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
         cache: Cache | None = None,
         encoder_hidden_states: torch.Tensor | None = None,
         encoder_attention_mask: torch.Tensor | None = None,
-        pooled: PooledTokens | None = None,
         **kwargs,
     ) -> torch.Tensor:
-        """`pooled`: compute only these tokens' outputs ([B, 1, H]), from keys and values of all tokens."""
-        attended, _ = self.attention(
-            self.attention_residual.sublayer_input(hidden_states),
-            attention_mask=attention_mask,
-            position_embeddings=position_embeddings,
-            cache=cache,
-            pooled=pooled,
-            **kwargs,
-        )
-        if pooled is not None:
-            hidden_states = pooled.select(hidden_states)
-        hidden_states = self.attention_residual.add(hidden_states, attended)
-        if self.cross_attention is not None:
-            attended, _ = self.cross_attention(
-                self.cross_attention_residual.sublayer_input(hidden_states),
-                attention_mask=encoder_attention_mask,
-                cache=cache,
-                encoder_hidden_states=encoder_hidden_states,
-                **kwargs,
-            )
-            hidden_states = self.cross_attention_residual.add(hidden_states, attended)
-        return self.mlp_residual.add(hidden_states, self.mlp(self.mlp_residual.sublayer_input(hidden_states)))
+        """x [B, L, C] -> [B, L, C]."""
+        norm_1, norm_2 = self.attention_residual.norm, self.mlp_residual.norm
+
+        def self_attention(h):  # [B, L, C] -> [B, L, C]
+            return self.attention(h, attention_mask, position_embeddings, cache, **kwargs)[0]
+
+        def cross_attention(h):  # [B, L, C] -> [B, L, C], reading the source [B, S, C]
+            return self.cross_attention(h, encoder_attention_mask, cache=cache,
+                                        encoder_hidden_states=encoder_hidden_states, **kwargs)[0]
+
+        # speed: attended_rows(x) is x, or the pooled tokens' rows when the last block computes only those (unpadding.py)
+        if self.pre_norm:
+            x = attended_rows(x, **kwargs) + self.dropout(self_attention(norm_1(x)))
+            if self.cross_attention is not None:
+                x = x + self.dropout(cross_attention(self.cross_attention_residual.norm(x)))
+            x = x + self.dropout(self.mlp(norm_2(x)))
+        else:
+            x = norm_1(attended_rows(x, **kwargs) + self.dropout(self_attention(x)))
+            if self.cross_attention is not None:
+                x = self.cross_attention_residual.norm(x + self.dropout(cross_attention(x)))
+            x = norm_2(x + self.dropout(self.mlp(x)))
+        return x
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # The model
 # ----------------------------------------------------------------------------------------------------------------
-
-
-# What LoRA adapts when a user names no target_modules: the query and value projections, PEFT's default for Llama.
-LORA_TARGET_MODULES = ["q_proj", "v_proj"]
-
-
-def declare_lora_target_modules() -> None:
-    """Enter this model type in PEFT's table of default LoRA targets (PEFT keys it by model_type), if PEFT is
-    loaded; importing PEFT just for this would cost every user two seconds."""
-    constants = sys.modules.get("peft.utils.constants")
-    if constants is not None:
-        constants.TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING.setdefault("scratchformer", LORA_TARGET_MODULES)
 
 
 class ScratchformerPreTrainedModel(PreTrainedModel):
@@ -430,18 +394,12 @@ class ScratchformerPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        """transformers' from_pretrained, with a corrupt or truncated weights file reported as such."""
-        try:
-            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
-        except SafetensorError as error:
-            raise OSError(
-                f"The weights file (model.safetensors) of {pretrained_model_name_or_path} is corrupt or truncated "
-                f"({error}); save or download it again."
-            ) from error
+        return naming_corrupt_weights(super().from_pretrained, pretrained_model_name_or_path, *args, **kwargs)
 
     def post_init(self):
         super().post_init()
         declare_lora_target_modules()  # here, not at import: PEFT is often imported after scratchformer
+        attach_compiled_dropout(self)  # speed: cpu_kernels.py
 
     def _init_weights(self, module):
         super()._init_weights(module)
@@ -518,108 +476,56 @@ class ScratchformerModel(ScratchformerPreTrainedModel):
     ) -> BaseModelOutputWithPast:
         """`encoder_hidden_states` / `encoder_attention_mask`: the source, for a decoder stack's cross-attention.
         `output_positions` ([B], bidirectional stacks): return only the token at this position of each row,
-        last_hidden_state [B, 1, H]; the last block then skips the rest (what first/last-token pooling reads)."""
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("Pass exactly one of input_ids or inputs_embeds")
-        if output_positions is not None and (self.is_causal or self.config._attn_implementation not in ("sdpa", "eager")):
-            raise ValueError("output_positions needs a bidirectional stack with the sdpa or eager attention backend "
-                             f"(this one: causal={self.is_causal}, {self.config._attn_implementation!r})")
-        if not tracing():  # checks of values: eager only (export and compile trace shapes, not values)
-            if input_ids is not None:
-                self._check_token_ids(input_ids)
-            if self.stack == "encoder":
-                check_sources_not_empty(attention_mask)
-        if not self.is_causal:
-            use_cache = False  # an encoder sees the whole sequence at once: nothing to cache
-        if use_cache and cache is None:
+        last_hidden_state [B, 1, C]; the last block then skips the rest (what first/last-token pooling reads)."""
+        if use_cache and cache is None and self.is_causal:  # an encoder sees the whole sequence at once: no cache
             cache = (
                 EncoderDecoderCache(DynamicCache(config=self.config), DynamicCache(config=self.config))
                 if self.stack == "decoder"
                 else DynamicCache(config=self.config)
             )
-
-        # A static cache's length is a tensor: a compiled decoding step cannot branch on it, so the checks below run
-        # eagerly only (transformers compiles decoding steps; the eager prefill has checked the prompt).
-        # Continuous batching's paged cache packs many requests into one row and has no one length: the position_ids
-        # it comes with place each token in its own request.
-        paged = is_paged_cache(cache)
+        paged = is_paged_cache(cache)  # continuous batching: many requests in one row, no one past length
         past_length = cache.get_seq_length() if cache is not None and not paged else 0
+        check_inputs(self, input_ids, inputs_embeds, attention_mask, position_ids, output_positions, cache,
+                     past_length, paged)
         length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
-        if self.config.bigram_buckets and paged:
-            raise ValueError("bigram_buckets: continuous batching (generate_batch, a paged cache) packs requests into "
-                             "one row and caches their past, so a token has no previous token to pair with; use "
-                             "generate(..., use_cache=False) instead")
-        if self.config.bigram_buckets and cache is not None and (tracing() or past_length):
-            raise ValueError("bigram_buckets: a cached step has no previous token to pair with; call with use_cache=False")
-        last_position = int(position_ids.max()) if paged and position_ids is not None and not tracing() else 0
-        if last_position >= self.config.max_position_embeddings:
-            raise ValueError(
-                f"A request reaches position {last_position}, past max_position_embeddings="
-                f"{self.config.max_position_embeddings}; shorten its prompt or ask for fewer new tokens"
-            )
-        if not tracing() and past_length + length > self.config.max_position_embeddings and not paged:
-            raise ValueError(
-                f"Input of {length} tokens (after {past_length} cached) is longer than max_position_embeddings="
-                f"{self.config.max_position_embeddings}; truncate it, e.g. tokenizer(..., truncation=True)"
-            )
         if position_ids is None:
             device = (input_ids if input_ids is not None else inputs_embeds).device
-            position_ids = torch.arange(past_length, past_length + length, device=device).unsqueeze(0)
+            position_ids = torch.arange(past_length, past_length + length, device=device).unsqueeze(0)  # [1, L]
 
-        hidden_states = self.embeddings(input_ids, position_ids, inputs_embeds)
-        rotary = self.rotary(position_ids, hidden_states.dtype) if self.rotary is not None else None
-        # Per-layer hidden states are returned padded, so asking for them keeps the whole batch padded.
-        keep_padded = tracing() or past_length > 0 or kwargs.get("output_hidden_states", self.config.output_hidden_states)
-        tokens = None if keep_padded else real_tokens(self.config, attention_mask, length)
-        # The padding's outputs are dropped, and a real token's causal view of a right-padded row holds no padding:
-        # the causal mask alone will do (SDPA then runs its faster is_causal kernel).
-        padding_mask = None if tokens is not None and self.is_causal and tokens.right_padded else attention_mask
+        hidden_states = self.embeddings(input_ids, position_ids, inputs_embeds)  # [B, L, C]
+        rotary = self.rotary(position_ids, hidden_states.dtype) if self.rotary is not None else None  # 2 x [B, L, D]
+        # speed: the batch's real tokens only (unpadding.py). Per-layer hidden states are returned padded, and a
+        # trace keeps one layout: these keep the padding.
+        unpadding = Unpadding(
+            self.config, attention_mask, length, past_length=past_length, num_blocks=len(self.layers),
+            output_positions=output_positions, keep_padded=torch.compiler.is_compiling()
+            or kwargs.get("output_hidden_states", self.config.output_hidden_states),
+            encoder_attention_mask=encoder_attention_mask,
+            source_length=0 if encoder_hidden_states is None else encoder_hidden_states.shape[1],
+        )
         # A paged cache comes with its mask built (sdpa, eager) or needs none (flash): 5.23's masks cannot read it.
-        mask = self._attention_mask(hidden_states, padding_mask, None if paged else cache, position_ids)
+        mask = self._attention_mask(hidden_states, unpadding.padding_mask(attention_mask, self.is_causal),
+                                    None if paged else cache, position_ids)  # [B, 1, L, past + L], or None
         cross = {}
         if self.stack == "decoder":
             if encoder_hidden_states is None:
                 raise ValueError("A decoder stack needs encoder_hidden_states (the encoder's output for the source)")
             # Which source tokens each target token may attend to: all real ones, no padding.
-            cross_mask = create_bidirectional_mask(
-                config=self.config,
-                inputs_embeds=hidden_states,
-                attention_mask=encoder_attention_mask,
-                encoder_hidden_states=encoder_hidden_states,
-            )
-            # Cross-attention keys/values are made once, on the first step; of the real source tokens only.
-            source_tokens = None if past_length else real_tokens(
-                self.config, encoder_attention_mask, encoder_hidden_states.shape[1]
-            )
-            if source_tokens is not None:
-                encoder_hidden_states = source_tokens.select(encoder_hidden_states)
-            cross = dict(
-                encoder_hidden_states=encoder_hidden_states,
-                encoder_attention_mask=cross_mask,
-                source_tokens=source_tokens,
-            )
-        if tokens is not None:
-            hidden_states = tokens.select(hidden_states)
+            cross_mask = create_bidirectional_mask(config=self.config, inputs_embeds=hidden_states,
+                                                   attention_mask=encoder_attention_mask,
+                                                   encoder_hidden_states=encoder_hidden_states)  # [B, 1, L, S]
+            cross = dict(encoder_hidden_states=encoder_hidden_states, encoder_attention_mask=cross_mask)
+        hidden_states, rotary, source = unpadding.enter(hidden_states, rotary, encoder_hidden_states)
+        if source is not None:
+            cross["encoder_hidden_states"] = source
 
         # Gradient checkpointing replays each block in backward: a cache there would be written twice.
         replayed = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
-        pooled = None if output_positions is None else PooledTokens(output_positions, length, tokens)
         for i, block in enumerate(self.layers):
-            hidden_states = block(
-                hidden_states,
-                attention_mask=mask,
-                position_embeddings=rotary,
-                cache=None if replayed else cache,
-                tokens=tokens,
-                pooled=pooled if i == len(self.layers) - 1 else None,
-                **cross,
-                **kwargs,
-            )
-        if pooled is not None and not self.layers:
-            hidden_states = pooled.select(hidden_states)
-        hidden_states = self.final_norm(hidden_states)
-        if tokens is not None and pooled is None:
-            hidden_states = tokens.scatter(hidden_states)
+            hidden_states = block(hidden_states, mask, rotary, None if replayed else cache, **cross, **kwargs,
+                                  **unpadding.block_kwargs(i))  # [B, L, C]
+        hidden_states = self.final_norm(hidden_states)  # [B, L, C]
+        hidden_states = unpadding.leave(hidden_states)
         output_class = BaseModelOutputWithPastAndCrossAttentions if self.stack == "decoder" else BaseModelOutputWithPast
         return output_class(last_hidden_state=hidden_states, **cache_field(cache))
 
@@ -631,24 +537,6 @@ class ScratchformerModel(ScratchformerPreTrainedModel):
             # The cache goes positionally: its keyword is `cache` from transformers 5.24, `past_key_values` before.
             return create_causal_mask(self.config, hidden_states, attention_mask, cache, position_ids)
         return create_bidirectional_mask(config=self.config, inputs_embeds=hidden_states, attention_mask=attention_mask)
-
-    def _check_token_ids(self, input_ids: torch.Tensor) -> None:
-        """Refuse ids outside the vocabulary with a clear message (instead of an opaque index error)."""
-        if input_ids.numel() == 0:
-            raise ValueError("input_ids is empty: there is no token to run the model on")
-        low, high = torch.aminmax(input_ids)
-        if low < 0 or high >= self.config.vocab_size:
-            bad = int(low) if low < 0 else int(high)
-            raise ValueError(f"input_ids contains token id {bad}, outside the vocabulary [0, {self.config.vocab_size})")
-
-
-def check_sources_not_empty(attention_mask: torch.Tensor | None) -> None:
-    """Refuse a source with no real token (an all-zero attention_mask row): attention over nothing is undefined."""
-    if attention_mask is None:
-        return
-    empty = (attention_mask.sum(-1) == 0).nonzero().flatten().tolist()
-    if empty:
-        raise ValueError(f"source(s) {empty} of the batch are empty (attention_mask is all zeros): nothing to translate")
 
 
 class ScratchformerDecoder(ScratchformerModel):
@@ -677,16 +565,17 @@ class ScratchformerDecoder(ScratchformerModel):
 
 
 def pool(hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, how: str) -> torch.Tensor:
-    """One vector per sequence from its real (unpadded) tokens: their mean, max, first (`cls`) or last token."""
+    """[B, L, C] -> [B, C]: one vector per sequence from its real (unpadded) tokens: their mean, max, first (`cls`)
+    or last token."""
     if attention_mask is None:
         attention_mask = torch.ones(hidden_states.shape[:2], device=hidden_states.device, dtype=torch.long)
-    keep = attention_mask.bool()
+    keep = attention_mask.bool()  # [B, L]
     if how == "mean":
         weights = keep.unsqueeze(-1).to(hidden_states.dtype)
         return (hidden_states * weights).sum(1) / weights.sum(1).clamp(min=1)
     if how == "max":
         return hidden_states.masked_fill(~keep.unsqueeze(-1), torch.finfo(hidden_states.dtype).min).amax(1)
-    index = pooled_positions(keep, how)
+    index = pooled_positions(keep, how)  # [B]
     return hidden_states[torch.arange(hidden_states.shape[0], device=hidden_states.device), index]
 
 
@@ -699,29 +588,6 @@ def pooled_positions(keep: torch.Tensor, how: str) -> torch.Tensor:
     if how == "cls":
         return positions.masked_fill(~keep, length).amin(1) % length
     return positions.masked_fill(~keep, -1).amax(1).clamp(min=0)
-
-
-def vocabulary_logits_and_loss(
-    model: PreTrainedModel, hidden_states: torch.Tensor, labels: torch.Tensor | None, next_token_labels: bool, **kwargs
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Logits over the vocabulary (`model.lm_head`) and, given labels, their cross-entropy (`model.loss_function`).
-    Training on CPU computes both in one fused pass (linear_cross_entropy.py): the same values, 1.4-1.8x faster.
-    `next_token_labels`: the labels are the inputs themselves, so position t is scored on label t + 1."""
-    if labels is not None and labels.shape == hidden_states.shape[:-1] and fused_loss_applies(model.lm_head, hidden_states):
-        ignore_index = kwargs.get("ignore_index", -100)
-        targets = kwargs.get("shift_labels") if next_token_labels else labels  # as transformers' ForCausalLMLoss
-        if targets is None:  # tokens < n predict n, the last predicts nothing
-            targets = nn.functional.pad(labels, (0, 1), value=ignore_index)[..., 1:]
-        loss, logits = linear_cross_entropy(
-            hidden_states, model.lm_head, targets, ignore_index, kwargs.get("num_items_in_batch")
-        )
-        return logits, loss
-    logits = output_layer_logits(model.lm_head, hidden_states)
-    loss = None
-    if labels is not None:
-        loss_in_own_graph(logits)
-        loss = model.loss_function(logits=logits, labels=labels, vocab_size=model.config.vocab_size, **kwargs)
-    return logits, loss
 
 
 class ScratchformerForCausalLM(ScratchformerPreTrainedModel, GenerationMixin):
@@ -756,59 +622,36 @@ class ScratchformerForCausalLM(ScratchformerPreTrainedModel, GenerationMixin):
         **kwargs,
     ) -> CausalLMOutputWithPast:
         """`labels` are the input ids themselves (shifted inside the loss); -100 marks ignored positions."""
-        outputs = self.model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            cache=cache,
-            inputs_embeds=inputs_embeds,
-            use_cache=use_cache,
-            **kwargs,
-        )
-        hidden_states = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
-        logits, loss = vocabulary_logits_and_loss(self, hidden_states, labels, next_token_labels=True, **kwargs)
-        return CausalLMOutputWithPast(
-            loss=loss,
-            logits=logits,
-            **cache_field(cache_of(outputs)),
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
-        )
+        outputs = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
+                             inputs_embeds=inputs_embeds, use_cache=use_cache, **kwargs)
+        hidden_states = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)  # [B, L, C]
+        # logits = lm_head(h) [B, L, V]; loss = loss_function(logits, labels), the labels shifted by one token.
+        # speed: on CPU, one fused pass for both in training (linear_cross_entropy.py chooses)
+        logits, loss = output_logits_and_loss(self, hidden_states, labels, next_token_labels=True, **kwargs)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, **cache_field(cache_of(outputs)),
+                                      hidden_states=outputs.hidden_states, attentions=outputs.attentions)
 
 
 class ScratchformerForSequenceClassification(ScratchformerPreTrainedModel):
-    """Sequence classifier/regressor: pooled token vectors -> dropout -> linear layer to `num_labels` scores."""
+    """Sequence classifier/regressor: pooled token vectors -> dropout -> linear layer to `num_labels` scores (plus,
+    with `config.ngram_buckets`, the n-gram path's scores: ngram.py)."""
 
     def __init__(self, config: ScratchformerConfig):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.model = ScratchformerModel(config)
         dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
-        self.dropout = Dropout(dropout)
+        self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.ngram_logits = NgramLogits(config) if config.ngram_buckets else None
         self.post_init()
 
-    def fit_ngram_log_count_ratios(
-        self, input_ids: list[list[int]], labels: list[int], smoothing: float = 1.0, tokenizer=None,
-        kind: str = "one_vs_rest",
-    ) -> None:
+    def fit_ngram_log_count_ratios(self, input_ids: list[list[int]], labels: list[int], smoothing: float = 1.0,
+                                   tokenizer=None, kind: str = "one_vs_rest") -> None:
         """Fit the n-gram path's naive-Bayes log-count ratios on training examples (token ids, class ids). With
         word n-grams (config.ngram_word_order), `tokenizer` (the one that made the ids) tells which tokens form words.
         `kind`: how the ratios of more than two labels are formed (NgramLogits.fit_log_count_ratios)."""
-        if self.ngram_logits is None:
-            raise ValueError("fit_ngram_log_count_ratios: this model has no n-gram path (config.ngram_buckets is 0)")
-        if self.num_labels < 2 or self.config.problem_type in ("regression", "multi_label_classification"):
-            raise ValueError("fit_ngram_log_count_ratios: naive-Bayes ratios need single-label classification with 2 or "
-                             f"more labels (num_labels={self.num_labels}, problem_type={self.config.problem_type!r})")
-        if len(input_ids) != len(labels) or not all(0 <= label < self.num_labels for label in labels):
-            raise ValueError(f"fit_ngram_log_count_ratios: needs one class id in [0, {self.num_labels}) per example")
-        if self.config.ngram_word_order:
-            if tokenizer is None:
-                raise ValueError("fit_ngram_log_count_ratios: config.ngram_word_order adds word n-grams; pass the "
-                                 "tokenizer=... that made input_ids, so the model can tell which tokens form words")
-            self.ngram_logits.set_word_pieces(tokenizer)
-        self.ngram_logits.fit_log_count_ratios(input_ids, labels, smoothing, kind)
+        fit_ngram_path(self, input_ids, labels, smoothing, tokenizer, kind)
 
     @can_return_tuple
     def forward(
@@ -826,27 +669,20 @@ class ScratchformerForSequenceClassification(ScratchformerPreTrainedModel):
         if self.ngram_logits is not None:
             if input_ids is None:
                 raise ValueError("ngram_buckets: the n-gram path reads input_ids; inputs_embeds alone cannot feed it")
-            ngram_logits = self.ngram_logits(input_ids, attention_mask)
+            ngram_logits = self.ngram_logits(input_ids, attention_mask)  # [B, num_labels]
         if self.config.classifier_head_tokens is not None and input_ids is not None:
             input_ids, attention_mask = keep_head_and_tail(
                 input_ids, attention_mask, self.config.max_position_embeddings, self.config.classifier_head_tokens,
                 self.config.pad_token_id,
             )
-        output_positions = self._pooled_positions(input_ids, inputs_embeds, attention_mask, kwargs)
-        outputs = self.model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            inputs_embeds=inputs_embeds,
-            use_cache=False,
-            output_positions=output_positions,
-            **kwargs,
-        )
-        if output_positions is not None:
-            pooled = outputs.last_hidden_state[:, 0]
-        else:
-            pooled = pool(outputs.last_hidden_state, attention_mask, self.config.classifier_pooling)
-        logits = self.classifier(self.dropout(pooled))
+        # speed: first/last-token pooling has the last block compute only that token, [B, 1, C] (unpadding.py)
+        keep = pooled_token_mask(self.config, input_ids, inputs_embeds, attention_mask, kwargs)
+        positions = None if keep is None else pooled_positions(keep, self.config.classifier_pooling)  # [B]
+        outputs = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                             inputs_embeds=inputs_embeds, use_cache=False, output_positions=positions, **kwargs)
+        hidden_states = outputs.last_hidden_state  # [B, L, C] ([B, 1, C]: the pooled tokens)
+        pooled = pool(hidden_states, attention_mask if positions is None else None, self.config.classifier_pooling)
+        logits = self.classifier(self.dropout(pooled))  # [B, num_labels]
         if ngram_logits is not None:
             logits = logits + ngram_logits
         loss = None
@@ -855,23 +691,6 @@ class ScratchformerForSequenceClassification(ScratchformerPreTrainedModel):
         return SequenceClassifierOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
-
-    def _pooled_positions(self, input_ids, inputs_embeds, attention_mask, kwargs) -> torch.Tensor | None:
-        """Where the first/last-token pooling reads each row, so the encoder's last block computes only there; None
-        when the pooling reads every token (mean, max), or the caller wants every token's states or weights."""
-        config = self.config
-        if (
-            config.classifier_pooling not in ("cls", "last")
-            or config.is_decoder
-            or config._attn_implementation not in ("sdpa", "eager")
-            or (attention_mask is not None and attention_mask.dim() != 2)
-            or kwargs.get("output_hidden_states", config.output_hidden_states)
-            or kwargs.get("output_attentions", config.output_attentions)
-        ):
-            return None
-        inputs = input_ids if input_ids is not None else inputs_embeds[..., 0]
-        keep = torch.ones_like(inputs, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
-        return pooled_positions(keep, config.classifier_pooling)
 
 
 class ScratchformerMaskedLMHead(nn.Module):
@@ -885,7 +704,7 @@ class ScratchformerMaskedLMHead(nn.Module):
         self.decoder = nn.Linear(config.hidden_size, config.vocab_size)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.norm(self.act(self.dense(hidden_states))))
+        return self.decoder(self.norm(self.act(self.dense(hidden_states))))  # [.., C] -> [.., V]
 
 
 class ScratchformerForMaskedLM(ScratchformerPreTrainedModel):
@@ -918,23 +737,17 @@ class ScratchformerForMaskedLM(ScratchformerPreTrainedModel):
         **kwargs,
     ) -> MaskedLMOutput:
         """`labels`: the original ids at masked positions and -100 everywhere else."""
-        outputs = self.model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            inputs_embeds=inputs_embeds,
-            use_cache=False,
-            **kwargs,
-        )
-        hidden_states = outputs.last_hidden_state
+        outputs = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                             inputs_embeds=inputs_embeds, use_cache=False, **kwargs)
+        hidden_states = outputs.last_hidden_state  # [B, L, C]
         if labels is not None and self.config.sparse_prediction:
             # Only masked positions carry a loss: skip the vocabulary projection (most of the cost) everywhere else.
             masked = labels != -100
             hidden_states, labels = hidden_states[masked], labels[masked]
-        logits = self.mlm_head(hidden_states)
+        logits = self.mlm_head(hidden_states)  # [B, L, V]
         loss = None
         if labels is not None:
-            loss_in_own_graph(logits)
+            loss_in_own_graph(logits)  # speed: a compiled graph ends here (cpu_kernels.py)
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
         return MaskedLMOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions)
 
@@ -1056,8 +869,10 @@ class ScratchformerForConditionalGeneration(ScratchformerPreTrainedModel, Genera
             use_cache=use_cache,
             **kwargs,
         )
-        hidden_states = slice_logits_to_keep(decoder_outputs.last_hidden_state, logits_to_keep)
-        logits, loss = vocabulary_logits_and_loss(self, hidden_states, labels, next_token_labels=False, **kwargs)
+        hidden_states = slice_logits_to_keep(decoder_outputs.last_hidden_state, logits_to_keep)  # [B, L, C]
+        # logits = lm_head(h) [B, L, V]; loss = loss_function(logits, labels), already aligned (shift_tokens_right).
+        # speed: on CPU, one fused pass for both in training (linear_cross_entropy.py chooses)
+        logits, loss = output_logits_and_loss(self, hidden_states, labels, next_token_labels=False, **kwargs)
         return Seq2SeqLMOutput(
             loss=loss,
             logits=logits,

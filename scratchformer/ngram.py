@@ -203,3 +203,21 @@ class NgramLogits(nn.Module):
         else:
             raise ValueError(f"fit_log_count_ratios: kind={kind!r}, expected 'one_vs_rest' or 'multinomial'")
         self.log_count_ratio.copy_(ratio.to(self.log_count_ratio.dtype))
+
+
+def fit_ngram_path(model, input_ids: list[list[int]], labels: list[int], smoothing: float = 1.0, tokenizer=None,
+                   kind: str = "one_vs_rest") -> None:
+    """ScratchformerForSequenceClassification.fit_ngram_log_count_ratios: check what it is given, then fit."""
+    if model.ngram_logits is None:
+        raise ValueError("fit_ngram_log_count_ratios: this model has no n-gram path (config.ngram_buckets is 0)")
+    if model.num_labels < 2 or model.config.problem_type in ("regression", "multi_label_classification"):
+        raise ValueError("fit_ngram_log_count_ratios: naive-Bayes ratios need single-label classification with 2 or "
+                         f"more labels (num_labels={model.num_labels}, problem_type={model.config.problem_type!r})")
+    if len(input_ids) != len(labels) or not all(0 <= label < model.num_labels for label in labels):
+        raise ValueError(f"fit_ngram_log_count_ratios: needs one class id in [0, {model.num_labels}) per example")
+    if model.config.ngram_word_order:
+        if tokenizer is None:
+            raise ValueError("fit_ngram_log_count_ratios: config.ngram_word_order adds word n-grams; pass the "
+                             "tokenizer=... that made input_ids, so the model can tell which tokens form words")
+        model.ngram_logits.set_word_pieces(tokenizer)
+    model.ngram_logits.fit_log_count_ratios(input_ids, labels, smoothing, kind)

@@ -9,7 +9,7 @@ from conftest import tiny_config
 from test_seq2seq import seq2seq_config
 
 import scratchformer.linear_cross_entropy as chunked
-import scratchformer.modeling_scratchformer as modeling
+import scratchformer.linear_cross_entropy as loss_paths
 from scratchformer import ScratchformerForCausalLM, ScratchformerForConditionalGeneration
 
 
@@ -28,7 +28,7 @@ def loss_logits_and_gradients(model, inputs, real, fused, monkeypatch, logits_te
     """One training forward + backward, with the chunked pass allowed or not."""
     with monkeypatch.context() as patch:
         if not fused:
-            patch.setattr(modeling, "fused_loss_applies", lambda *args: False)
+            patch.setattr(loss_paths, "fused_loss_applies", lambda *args: False)
         model.zero_grad()
         out = model(**inputs, **loss_kwargs)
         assert (out.loss.grad_fn.name() == "LinearCrossEntropyBackward") == fused  # the path asked for was taken
