@@ -12,17 +12,19 @@ from training.chaos import chaos, differences, start
 pytestmark = pytest.mark.slow  # whole recipe runs, servers or browsers: skipped by -m "not slow"
 
 
-RECIPES = {  # recipe: its flags (tiny preset, small data)
-    "classify": ["--preset", "tiny"],  # the tiny preset includes masked-LM pre-training
-    "lm": ["--preset", "tiny"],
-    "translate": ["--preset", "tiny"],
+RECIPES = {  # name: (recipe, its flags: tiny preset, small data)
+    "classify": ("classify", ["--preset", "tiny"]),  # the tiny preset includes masked-LM pre-training
+    "classify-lm-pretraining": ("classify", ["--preset", "tiny", "--pretrain", "lm"]),
+    "lm": ("lm", ["--preset", "tiny"]),
+    "translate": ("translate", ["--preset", "tiny"]),
 }
 TRAINING_PHASES = {"classify": {"pretrain", "finetune"}, "lm": {"train"}, "translate": {"train"}}
 
 
-@pytest.mark.parametrize("recipe", RECIPES)
-def test_a_recipe_killed_at_random_moments_resumes_to_the_uninterrupted_result(recipe, tmp_path, fake_aclimdb):
-    args = RECIPES[recipe] + ([] if recipe == "translate" else ["--data-source", str(fake_aclimdb)])
+@pytest.mark.parametrize("name", RECIPES)
+def test_a_recipe_killed_at_random_moments_resumes_to_the_uninterrupted_result(name, tmp_path, fake_aclimdb):
+    recipe, flags = RECIPES[name]
+    args = flags + ([] if recipe == "translate" else ["--data-source", str(fake_aclimdb)])
     report = chaos(recipe, tmp_path, args, kills=10, seed=0, log=lambda line: None)
     assert report["problems"] == []
     assert report["kills"] >= 10

@@ -1,7 +1,8 @@
-"""Text classification: tokenizer -> optional masked-LM pre-training -> fine-tuning -> test evaluation, with linear
-baselines on the same split.
+"""Text classification: tokenizer -> optional pre-training (masked or causal LM) -> fine-tuning -> test evaluation,
+with linear baselines on the same split.
 
     python -m training.classify [--preset cpu-small|cpu-best|gpu] [--output-dir runs/imdb-classify] [--resume]
+    python -m training.classify --pretrain lm [--unlabeled-file more.txt]     # pre-train on the train texts first
     python -m training.classify --train-file train.csv [--test-file test.csv] [--text-column text]
                                 [--label-column label] --output-dir runs/my-classifier
 
@@ -18,12 +19,13 @@ from pathlib import Path
 
 import numpy as np
 from transformers.tokenization_utils_base import VERY_LARGE_INTEGER
+import datasets
 from transformers import DataCollatorForLanguageModeling, DataCollatorWithPadding, set_seed
 
-from scratchformer import ScratchformerForMaskedLM, ScratchformerForSequenceClassification
+from scratchformer import ScratchformerForCausalLM, ScratchformerForMaskedLM, ScratchformerForSequenceClassification
 from scratchformer.ngram import head_and_tail
 
-from . import common, distributed, sources
+from . import common, distributed, lm, sources
 from .baselines import linear_baselines
 from .data import ID2LABEL
 from .metrics import classification_metrics
@@ -48,6 +50,11 @@ PRESETS = {
 # A user's data trains for at least MIN_STEPS and at most MAX_STEPS optimizer steps (IMDb's cpu-small: 1,484; 600
 # steps cost 1.3 points of validation accuracy on Rotten Tomatoes against 1,868, training/NOTES.md).
 MIN_STEPS, MAX_STEPS = 1500, 3000
+# --pretrain lm: a causal LM on the train texts (and --unlabeled-file) as training.lm trains one (Muon 2e-2 on the
+# hidden matrices, no dropout, rotary positions, blocks of max_length tokens), for 0.75 epoch unless
+# --set pretrain_epochs=... says otherwise; the classifier then reads with causal attention (training/NOTES.md).
+LM_PRETRAINING = dict(optimizer="muon", learning_rate=2e-2, dropout=0.0)
+DEFAULT_PRETRAIN_EPOCHS = {"mlm": 1.0, "lm": 0.75}
 
 
 def encode(tokenizer, texts: list[str], max_length: int, head_tokens: int, whole: bool = False) -> list[list[int]]:
@@ -67,15 +74,40 @@ def model_config_settings(preset: common.Preset, labels: list[str]) -> dict:
 
 
 def model_config(tokenizer, preset: common.Preset, labels: list[str], **settings):
-    """The classifier's architecture for a preset: the shared one plus pooling and the data's labels."""
-    return common.model_config(tokenizer, preset, **model_config_settings(preset, labels), **settings)
+    """The classifier's architecture for a preset: the shared one plus pooling and the data's labels (a causal stack
+    after causal-LM pre-training)."""
+    causal = {"is_decoder": True} if preset.pretrain_epochs > 0 and preset.pretrain == "lm" else {}
+    return common.model_config(tokenizer, preset, **model_config_settings(preset, labels), **causal, **settings)
 
 
-def pretrain(args, preset, tokenizer, train, labels, output, stopwatch):
-    """Masked-LM pre-training on the train texts; returns the folder of the pre-trained weights (or None).
+def with_pretraining(args, preset: common.Preset) -> common.Preset:
+    """The preset with --pretrain applied: none, mlm (masked LM) or lm (causal LM, rotary positions, as
+    training.lm), for the preset's pretrain_epochs or DEFAULT_PRETRAIN_EPOCHS."""
+    if args.pretrain is None:
+        return preset
+    if args.pretrain == "none":
+        return replace(preset, pretrain_epochs=0.0)
+    user_set = {assignment.partition("=")[0] for assignment in args.set}
+    changes = {"pretrain": args.pretrain,
+               "pretrain_epochs": preset.pretrain_epochs or DEFAULT_PRETRAIN_EPOCHS[args.pretrain]}
+    if args.pretrain == "lm" and "position_embedding_type" not in user_set:
+        changes["position_embedding_type"] = "rotary"
+    return replace(preset, **changes)
 
-    It reads what the Transformer reads of each text (head and tail, within its positions), also where `train`
-    holds whole texts for the n-gram path."""
+
+def pretraining_texts(args, train: datasets.Dataset) -> datasets.Dataset:
+    """The texts pre-training reads: the train split's (never validation's or test's) and --unlabeled-file's."""
+    texts = train.select_columns(["text"])
+    if not args.unlabeled_file:
+        return texts
+    extra = sources.unlabeled(args.unlabeled_file, args.text_column)
+    return datasets.concatenate_datasets([texts, extra.cast(texts.features)])
+
+
+def pretrain(args, preset, tokenizer, train, texts, labels, output, stopwatch):
+    """Pre-training on the train texts (and --unlabeled-file): a masked LM on what the Transformer reads of each text
+    (head and tail, within its positions, also where `train` holds whole texts for the n-gram path), or a causal LM
+    on the texts packed into blocks. Returns the folder of the pre-trained weights, or None."""
     if preset.pretrain_epochs <= 0:
         return None
     work = output / common.WORK
@@ -84,24 +116,46 @@ def pretrain(args, preset, tokenizer, train, labels, output, stopwatch):
         return final
     common.enter_phase(output, "pretrain")
     set_seed(args.seed)  # weight initialisation happens before Trainer seeds anything
-    model = ScratchformerForMaskedLM(model_config(tokenizer, preset, labels, sparse_prediction=True))
+    if preset.pretrain == "lm":
+        phase = replace(preset, **LM_PRETRAINING)
+        model = ScratchformerForCausalLM(common.model_config(tokenizer, phase, is_decoder=True))
+        documents = lm.tokenize(tokenizer, texts).remove_columns(["bytes"])
+        corpus = documents.map(lm.pack, batched=True, fn_kwargs={"block_size": preset.max_length}, desc="packing")
+        collator = DataCollatorForLanguageModeling(tokenizer, mlm=False)
+    elif preset.pretrain == "mlm":
+        phase = preset
+        model = ScratchformerForMaskedLM(model_config(tokenizer, preset, labels, sparse_prediction=True))
+        ids = train.remove_columns(["label"])
+        if args.unlabeled_file:
+            ids = datasets.concatenate_datasets([ids, texts.select(range(len(train), len(texts))).map(
+                lambda batch: {"input_ids": tokenizer(batch["text"])["input_ids"]}, batched=True, remove_columns=["text"])])
+        corpus = ids.map(lambda batch: {"input_ids": [head_and_tail(ids, preset.max_length, preset.head_tokens)
+                                                      for ids in batch["input_ids"]]}, batched=True)
+        collator = DataCollatorForLanguageModeling(tokenizer, mlm=True, mlm_probability=0.15)
+    else:
+        raise ValueError(f"pretrain={preset.pretrain!r}: expected 'mlm' or 'lm'")
     model = distributed.shard(model, args, work / "pretrain")
-    cut = train.remove_columns(["label"]).map(
-        lambda batch: {"input_ids": [head_and_tail(ids, preset.max_length, preset.head_tokens) for ids in batch["input_ids"]]},
-        batched=True)
     trainer = common.RecipeTrainer(
         model=model,
-        args=common.training_arguments(work / "pretrain", preset, args.seed, preset.pretrain_epochs,
-                                       **distributed.trainer_settings(args, preset)),
-        train_dataset=cut,
-        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=True, mlm_probability=0.15),
+        args=common.training_arguments(work / "pretrain", phase, args.seed, preset.pretrain_epochs,
+                                       **distributed.trainer_settings(args, phase)),
+        train_dataset=corpus,
+        data_collator=collator,
         processing_class=tokenizer,
+        optimizers=(common.optimizer_for(model, phase), None),
     )
     common.run_phase(trainer, work / "pretrain", args.resume, stopwatch)
+
+    def save(folder):  # with its tokenizer: a folder --init-from can start other classifiers from
+        trainer.model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+
     if distributed.is_sharded(trainer):  # gathering the shards takes every process
         distributed.save_gathered(trainer.model, final)
+        if trainer.is_world_process_zero():
+            tokenizer.save_pretrained(final)
     elif trainer.is_world_process_zero():
-        common.save_atomically(trainer.model.save_pretrained, final)
+        common.save_atomically(save, final)
     trainer.accelerator.wait_for_everyone()
     return final
 
@@ -118,6 +172,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--init-from", default=None, metavar="DIR",
                         help="start from this scratchformer folder (a causal LM from training.lm, a masked LM, a "
                              "classifier): its architecture, weights and tokenizer; only the head starts fresh")
+    parser.add_argument("--pretrain", choices=["none", "mlm", "lm"], default=None,
+                        help="pre-train the Transformer on the train texts first: lm (a causal language model) or "
+                             "mlm (masked); default: the preset's (none for IMDb's)")
+    parser.add_argument("--unlabeled-file", default=None, metavar="PATH",
+                        help="more text for pre-training (.txt: a document per line; a folder of .txt files; CSV, "
+                             "JSON or Parquet with a text column)")
 
 
 def starting_point(folder: str):
@@ -175,13 +235,17 @@ def main(argv=None):
 
     common.enter_phase(output, "data")
     with common.data_errors_exit(args, output):
+        if args.init_from and args.pretrain not in (None, "none"):
+            raise sources.DataError(f"--init-from {args.init_from} starts from a trained model: --pretrain "
+                                    f"{args.pretrain} would train another one first; choose one of the two")
         start = starting_point(args.init_from) if args.init_from else None
         source, labels = read_data(args)
+        texts = pretraining_texts(args, source.splits["train"])
     data = source.splits
     if sources.given(args):  # IMDb keeps its presets as they are
         preset = common.sized_to_data(args, args.preset_values, common.text_bytes(data["train"]), len(labels))
         args.preset_values = common.epochs_for_data(args, preset, len(data["train"]), MIN_STEPS, MAX_STEPS)
-    preset = args.preset_values
+    args.preset_values = preset = with_pretraining(args, args.preset_values)
     if start is not None:  # the starting model's tokenizer, and no longer inputs than its positions
         tokenizer, start_config = start
         max_length = min(preset.max_length, start_config.max_position_embeddings)
@@ -203,8 +267,8 @@ def main(argv=None):
         remove_columns=["text"],
     )
 
-    pretrained = None if start is not None else pretrain(args, preset, tokenizer, encoded["train"], labels, output,
-                                                         stopwatch)
+    pretrained = None if start is not None else pretrain(args, preset, tokenizer, encoded["train"], texts, labels,
+                                                         output, stopwatch)
     set_seed(args.seed)
     config = model_config(tokenizer, preset, labels)
     if start is not None:
@@ -254,6 +318,8 @@ def main(argv=None):
             "examples": [text[:200] for text in data[split][:2]["text"]],
             **common.base_metrics(args, trainer.model, stopwatch.total(), data),
             "pretrained": pretrained is not None,
+            **({"pretrain": preset.pretrain, "pretrain_epochs": preset.pretrain_epochs} if pretrained else {}),
+            **({"unlabeled_file": args.unlabeled_file} if args.unlabeled_file else {}),
             **({"init_from": args.init_from} if args.init_from else {}),
         }
         # The saved model cuts long reviews itself (head and tail, config.classifier_head_tokens): the tokenizer

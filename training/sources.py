@@ -414,6 +414,18 @@ def corpus(args) -> Source:
     return Source(finish_splits(data, args, False, notes, name), name, hub, notes)
 
 
+def unlabeled(path: str, text_column: str | None) -> datasets.Dataset:
+    """--unlabeled-file: more text for pre-training, one column `text`, in the LM's formats (a .txt file is a document
+    per line, a folder of .txt files a document per file, CSV/JSON/Parquet a document per row)."""
+    part = read_file(path, "lm")
+    data = datasets.DatasetDict({"train": part})
+    named = text_column if text_column in part.column_names else None
+    text = choose_column(data, named, "text", TEXT_COLUMNS, "--text-column", _string_columns(part), path)
+    data = _as_strings(datasets.DatasetDict({"train": part.select_columns([text]).rename_column(text, "text")
+                                             if text != "text" else part.select_columns(["text"])}), ["text"])
+    return _drop_empty(data, ["text"], path, [])["train"]
+
+
 def pairs(args) -> Source:
     """The user's seq2seq pairs: splits with columns source and target."""
     data, name, hub = read(args, "seq2seq")

@@ -1,0 +1,92 @@
+"""`python -m training.classify --pretrain lm|mlm [--unlabeled-file F]`: the Transformer is pre-trained on the train
+texts (never validation's or test's) plus the unlabelled ones, then fine-tuned from those weights with the same
+architecture; bad combinations and files are refused with one error naming them. (Its resumption after kills is
+tests/test_chaos.py's.)"""
+
+import json
+import subprocess
+import sys
+from argparse import Namespace
+
+import datasets
+import pytest
+import torch
+from conftest import REPO_ROOT, run_recipe
+from safetensors.torch import load_file
+
+from training import classify
+
+pytestmark = pytest.mark.slow  # whole recipe runs: skipped by -m "not slow"
+
+ODD_TEXTS = ["Ünïcödé, emoji 🎬 and\ttabs: still a review", "x" * 5000, "مرحبا بالفيلم", "line one\nline two"]
+
+
+def test_pretraining_reads_the_train_texts_and_the_unlabeled_file_never_validation(tmp_path):
+    unlabeled = tmp_path / "more.jsonl"
+    unlabeled.write_text("".join(json.dumps({"body": text, "id": i}) + "\n" for i, text in enumerate(ODD_TEXTS)))
+    train = datasets.Dataset.from_dict({"text": ["a train review", "another"], "label": [0, 1]})
+    args = Namespace(unlabeled_file=str(unlabeled), text_column=None)
+    texts = classify.pretraining_texts(args, train)
+    assert texts["text"] == ["a train review", "another", *ODD_TEXTS]  # the only text column, whatever its name
+    assert classify.pretraining_texts(Namespace(unlabeled_file=None, text_column=None), train)["text"] == train["text"]
+
+
+def test_the_pretrain_flag_sets_the_objective_and_a_causal_lm_reads_with_rotary_positions():
+    preset = classify.PRESETS["cpu-small"]
+    lm = classify.with_pretraining(Namespace(pretrain="lm", set=[]), preset)
+    assert (lm.pretrain, lm.pretrain_epochs, lm.position_embedding_type) == ("lm", 0.75, "rotary")
+    assert classify.model_config(_tokenizer(), lm, ["a", "b"]).is_decoder
+    kept = classify.with_pretraining(Namespace(pretrain="lm", set=["position_embedding_type=learned"]),
+                                     classify.PRESETS["cpu-small"])
+    assert kept.position_embedding_type == "learned"
+    tiny = classify.PRESETS["tiny"]  # masked-LM pre-training by default
+    assert classify.with_pretraining(Namespace(pretrain="none", set=[]), tiny).pretrain_epochs == 0
+    assert classify.with_pretraining(Namespace(pretrain=None, set=[]), tiny) == tiny
+    assert not classify.model_config(_tokenizer(), tiny, ["a", "b"]).is_decoder
+
+
+def _tokenizer():
+    from scratchformer import train_tokenizer
+
+    return train_tokenizer(["a small corpus of words for a tokenizer"] * 20, vocab_size=300)
+
+
+def test_classify_pretrains_a_causal_lm_on_real_reviews_and_fine_tunes_from_it(tmp_path):
+    unlabeled = tmp_path / "more.txt"
+    unlabeled.write_text("\n".join(ODD_TEXTS) + "\n")
+    output = tmp_path / "run"
+    run_recipe("classify", output, "--pretrain", "lm", "--unlabeled-file", str(unlabeled),
+               "--max-train-samples", "300", "--max-test-samples", "50")
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert (metrics["pretrained"], metrics["pretrain"], metrics["unlabeled_file"]) == (True, "lm", str(unlabeled))
+    config = json.loads((output / "config.json").read_text())
+    assert config["is_decoder"] and config["position_embedding_type"] == "rotary"
+    pretrained = output / "work" / "pretrain" / "final"
+    lm_config = json.loads((pretrained / "config.json").read_text())
+    assert lm_config["architectures"] == ["ScratchformerForCausalLM"]
+    assert (pretrained / "tokenizer.json").is_file()  # a starting point for --init-from
+    for name in ("hidden_size", "num_hidden_layers", "max_position_embeddings", "vocab_size", "is_decoder"):
+        assert config[name] == lm_config[name], name
+    # Fine-tuning started from the LM: its body moved away from the pre-trained weights, but not far.
+    body, lm = load_file(output / "model.safetensors"), load_file(pretrained / "model.safetensors")
+    shared = [name for name in body if name.startswith("model.layers.")]
+    assert shared and all(name in lm for name in shared)
+    moved = [float((body[name] - lm[name]).norm() / lm[name].norm()) for name in shared if lm[name].dim() == 2]
+    assert 0 < max(moved) < 1.0
+
+
+def refusal(tmp_path, *flags) -> str:
+    output = tmp_path / "refused"
+    result = subprocess.run([sys.executable, "-m", "training.classify", "--preset", "tiny", "--output-dir", str(output),
+                             "--max-train-samples", "50", *flags],
+                            cwd=REPO_ROOT, capture_output=True, text=True, env={"HF_HUB_OFFLINE": "1", "PATH": ""})
+    assert result.returncode != 0 and not (output / "metrics.json").exists()
+    return result.stderr.strip().splitlines()[-1]
+
+
+def test_bad_pretraining_flags_are_refused_naming_the_problem(tmp_path):
+    assert "no.txt: no such file or folder" in refusal(tmp_path, "--pretrain", "lm", "--unlabeled-file",
+                                                       str(tmp_path / "no.txt"))
+    folder = tmp_path / "model"
+    folder.mkdir()
+    assert "choose one of the two" in refusal(tmp_path, "--pretrain", "lm", "--init-from", str(folder))
