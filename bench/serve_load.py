@@ -18,7 +18,7 @@ start slower than 90 s fails that configuration).
 Reported per configuration (table on stdout, JSON at --out): requests/s and generated tokens/s over the load phase
 (first request sent to last answer received), p50/p99 latency of a whole request, p50 time to first token, server
 start seconds, and `correct`: how many answers equal greedy generate() of the same weights on that prompt alone
-(decoded as tests/test_serve.py does). The exit status is 1 if any answer differs, or a configuration served none.
+(decoded as tests/tools/test_serve.py does). The exit status is 1 if any answer differs, or a configuration served none.
 
 Models: bench/speed.py's sizes (`small` = the cpu-small preset: hidden 128, 2 layers, 4 heads, MLP 512, 256
 positions; `tiny` = its quick size with 128 positions, for smoke runs), fp32, learned positions, tied embeddings, exact GELU, SDPA, the
@@ -106,7 +106,7 @@ def build_folder(name: str, size, tokenizer, folder: Path, seed: int = 0):
 
 
 def expected_text(model, tokenizer, prompt: str, new_tokens: int) -> tuple[str, int]:
-    """Greedy generate() of the prompt alone: the decoded continuation (as tests/test_serve.py) and its token count."""
+    """Greedy generate() of the prompt alone: the decoded continuation (as tests/tools/test_serve.py) and its token count."""
     inputs = tokenizer(prompt, return_tensors="pt")
     with torch.no_grad():
         out = model.generate(**inputs, max_new_tokens=new_tokens, do_sample=False)

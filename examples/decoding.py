@@ -1,7 +1,7 @@
 """Greedy and beam search written out, nanoGPT style: what `model.generate()` does for a causal LM, in a page.
 
 The model hands decoding to transformers' GenerationMixin (caches, stopping, many strategies); these two loops are the
-ideas underneath, without a cache (every step re-reads the whole sequence), for reading. tests/test_examples.py checks
+ideas underneath, without a cache (every step re-reads the whole sequence), for reading. tests/tools/test_examples.py checks
 they give generate()'s tokens.
 
     python examples/decoding.py DIR "This film"       # a causal LM folder, e.g. runs/imdb-lm

@@ -382,7 +382,7 @@ class ScratchformerPreTrainedModel(PreTrainedModel):
     _supports_flex_attn = True
     _supports_attention_backend = True
     _can_record_outputs = {"hidden_states": ScratchformerBlock, "attentions": ScratchformerAttention}
-    _can_compile_fullgraph = True  # tests/test_export.py compiles every head and the decoding step with fullgraph=True
+    _can_compile_fullgraph = True  # tests/model/test_export.py compiles every head and the decoding step with fullgraph=True
 
     @classmethod
     def maybe_distribute_model(cls, model, distributed_config, mesh_manager):

@@ -1,9 +1,9 @@
-"""One process of a tests/test_distributed.py run, started by torchrun (gloo on CPU, 127.0.0.1).
+"""One process of a tests/model/test_distributed.py run, started by torchrun (gloo on CPU, 127.0.0.1).
 
-    torchrun --nproc_per_node 2 tests/distributed_worker.py inference MODE MODELS OUT   # MODE: fsdp, tp, pp, hsdp
-    torchrun --nproc_per_node 2 tests/distributed_worker.py refusals MODELS OUT
-    torchrun --nproc_per_node 2 tests/distributed_worker.py train MODEL OUT [--kill-after=STEP] [--resume]
-    python tests/distributed_worker.py train MODEL OUT        # the same training in one process: the reference
+    torchrun --nproc_per_node 2 tests/model/distributed_worker.py inference MODE MODELS OUT   # MODE: fsdp, tp, pp, hsdp
+    torchrun --nproc_per_node 2 tests/model/distributed_worker.py refusals MODELS OUT
+    torchrun --nproc_per_node 2 tests/model/distributed_worker.py train MODEL OUT [--kill-after=STEP] [--resume]
+    python tests/model/distributed_worker.py train MODEL OUT        # the same training in one process: the reference
 
 Each compares what transformers' DistributedConfig gives against the same folder in one process, and rank 0 writes
 the figures to OUT (JSON) for the test to judge.
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from scratchformer import (  # noqa: E402
     ScratchformerForCausalLM,

@@ -1,5 +1,5 @@
 """transformers' own distributed engine (DistributedConfig: FSDP2, HSDP, tensor and pipeline parallel) on every head,
-run for real: torchrun with gloo on CPU, 127.0.0.1, against the same folder in one process (tests/distributed_worker.py).
+run for real: torchrun with gloo on CPU, 127.0.0.1, against the same folder in one process (tests/model/distributed_worker.py).
 """
 
 import json
@@ -141,7 +141,7 @@ def recipe(module: str, output: Path, *flags: str) -> subprocess.CompletedProces
          "--master_port", str(port), "-m", module, "--preset", "tiny", "--max-train-samples", "200",
          "--max-test-samples", "50", "--output-dir", str(output), *flags],
         capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"},
-        cwd=Path(__file__).resolve().parents[1], timeout=600,
+        cwd=Path(__file__).resolve().parents[2], timeout=600,
     )
 
 

@@ -1,7 +1,7 @@
 """`python -m training.classify --pretrain lm|mlm [--unlabeled-file F]`: the Transformer is pre-trained on the train
 texts (never validation's or test's) plus the unlabelled ones, then fine-tuned from those weights with the same
 architecture; bad combinations and files are refused with one error naming them. (Its resumption after kills is
-tests/test_chaos.py's.)"""
+tests/recipes/test_chaos.py's.)"""
 
 import json
 import subprocess

@@ -70,7 +70,7 @@ def test_generate_batch_gives_each_request_generates_tokens(position_embedding_t
     assert model.config._attn_implementation == attn_implementation  # generate_batch puts it back
 
 
-# Runs in a child process where `scratchformer` cannot be imported (as tests/test_remote_code.py does), so the
+# Runs in a child process where `scratchformer` cannot be imported (as tests/hub/test_remote_code.py does), so the
 # folders load as remote code: transformers_modules' copy of modeling_scratchformer.py and compat.py.
 REMOTE_CHILD = WITHOUT_SCRATCHFORMER + textwrap.dedent(
     """
