@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from scratchformer.modeling_scratchformer import eager_attention_forward
-from training import common
+from training import resume
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -93,7 +93,7 @@ def main(argv=None) -> int:
                   f"{r['eager_train_us']:11.0f} {r['sdpa_train_us'] / r['eager_train_us']:6.2f}")
     print("ratio = sdpa time / eager time (above 1: the written-out attention is faster)")
     if args.json:
-        common.write_json(Path(args.json), results)
+        resume.write_json(Path(args.json), results)
     return 0
 
 

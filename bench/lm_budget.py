@@ -29,13 +29,13 @@ import torch
 from transformers import DataCollatorForLanguageModeling, GPT2Config, GPT2LMHeadModel, Trainer, set_seed
 
 from scratchformer import ScratchformerForCausalLM
-from training import common
+from training import cli, common, optimizers, publishing, resume
 from training.lm import PRESETS, bits_per_byte, prepare_data, read_data
 
 CALIBRATION_PAIRS = 10  # back-to-back (ours, theirs) steps, alternating which goes first
 
 
-def gpt2_like(tokenizer, preset: common.Preset) -> GPT2Config:
+def gpt2_like(tokenizer, preset: cli.Preset) -> GPT2Config:
     """GPT-2 with the preset's dimensions and dropout; exact GELU as ours uses."""
     return GPT2Config(
         vocab_size=len(tokenizer),
@@ -55,7 +55,7 @@ def gpt2_like(tokenizer, preset: common.Preset) -> GPT2Config:
     )
 
 
-def build(side: str, tokenizer, preset: common.Preset, seed: int):
+def build(side: str, tokenizer, preset: cli.Preset, seed: int):
     """A freshly initialised LM: "ours" (the LM recipe's model) or "theirs" (GPT-2), SDPA attention."""
     set_seed(seed)
     if side == "ours":
@@ -105,7 +105,7 @@ def train(side: str, args, preset, tokenizer, packed, max_steps: int, work):
         train_dataset=packed["train"],
         data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
         processing_class=tokenizer,
-        optimizers=(common.optimizer_for(model, preset), None),
+        optimizers=(optimizers.optimizer_for(model, preset), None),
     )
     start = time.perf_counter()
     trainer.train()
@@ -126,10 +126,10 @@ def add_arguments(parser) -> None:
 
 
 def main(argv=None) -> int:
-    args = common.parse_args(__doc__.splitlines()[0], PRESETS, "runs/lm-budget", argv, add_arguments, task="lm")
+    args = cli.parse_args(__doc__.splitlines()[0], PRESETS, "runs/lm-budget", argv, add_arguments, task="lm")
     preset = args.preset_values
     rates = [float(r) for r in args.learning_rates.split(",")]
-    work = common.prepare_output_dir(args) / common.WORK
+    work = resume.prepare_output_dir(args) / resume.WORK
     data = read_data(args).splits  # IMDb, or a user's text through the recipe's data flags
     tokenizer, _, packed = prepare_data(args, preset, work, data)
 
@@ -179,7 +179,7 @@ def main(argv=None) -> int:
         "grid_budget_s": args.grid_budget_s,
         "train_blocks": len(packed["train"]),
         "test_reviews": len(test),
-        "hardware": common.hardware(),
+        "hardware": publishing.hardware(),
         "calibrated_theirs_s_per_step": round(theirs_s, 4),
         "calibrated_speed_ratio": round(speed_ratio, 4),
         "grid": {side: {f"{rate:g}": bpb for rate, bpb in table.items()} for side, table in grid.items()},
@@ -193,7 +193,7 @@ def main(argv=None) -> int:
               f"{r['tokens_per_s']:>10.0f}{r['bits_per_byte']:>11.4f}{r['perplexity']:>12.2f}")
     print(f"bits per byte ratio ours / GPT-2: {report['ratio']:.3f} (target <= 0.95)")
     if args.json:
-        common.write_json(Path(args.json), report)
+        resume.write_json(Path(args.json), report)
     return 0
 
 

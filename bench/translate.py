@@ -39,7 +39,7 @@ from bench.speed import (
     use_threads,
 )
 from scratchformer import ScratchformerForConditionalGeneration, train_tokenizer
-from training import common, translate
+from training import common, resume, translate
 
 PRESET = translate.PRESETS["cpu-small"]
 TRAIN_BATCHES = 8
@@ -222,7 +222,7 @@ def main(argv=None) -> int:
             print(f"{side:6s} at its best lr {row['learning_rate']:g}: exact match greedy "
                   f"{row['greedy']['exact_match']:.2%}, beam4 {row['beam4']['exact_match']:.2%}")
     if args.json:
-        common.write_json(Path(args.json), results)
+        resume.write_json(Path(args.json), results)
     return 0
 
 

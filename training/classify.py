@@ -25,25 +25,25 @@ from transformers import DataCollatorForLanguageModeling, DataCollatorWithPaddin
 from scratchformer import ScratchformerForCausalLM, ScratchformerForMaskedLM, ScratchformerForSequenceClassification
 from scratchformer.ngram import head_and_tail
 
-from . import common, distributed, lm, sources
+from . import cli, common, distributed, lm, optimizers, publishing, resume, sources
 from .baselines import linear_baselines
 from .data import ID2LABEL
 from .metrics import classification_metrics
 
 PRESETS = {
-    "tiny": common.Preset(vocab_size=400, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+    "tiny": cli.Preset(vocab_size=400, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                           intermediate_size=64, max_length=64, head_tokens=16, epochs=2, batch_size=8,
                           save_steps=4, eval_batch_size=32, pretrain_epochs=1, ngram_buckets=4096, ngram_word_order=2),
     # Whole reviews matter: 86 % of them fit 512 tokens, and 512 beat 256 by 1.5 points (training/NOTES.md); batches of
     # similar lengths (group_by_length) keep the cost near that of 256 with random batches.
     # The n-gram path (NBSVM's features inside the model) is what lifts validation: 90.0 % -> 91.8 % with 1M buckets;
     # 4M buckets beat 1M by 0.9 points, and word 1-2-grams added 0.3, on held-out train folds (training/NOTES.md).
-    "cpu-small": common.Preset(max_length=512, head_tokens=128, ngram_buckets=4_194_304, ngram_word_order=2),
+    "cpu-small": cli.Preset(max_length=512, head_tokens=128, ngram_buckets=4_194_304, ngram_word_order=2),
     # One epoch of masked-LM pre-training first cost 1.4 points here, and a third epoch added nothing (with or without
     # the n-gram path); 8M buckets beat 4M, and word 1-2-grams beside the token 1-3-grams beat tokens alone by 0.25
     # points, on held-out train folds (training/NOTES.md).
-    "cpu-best": common.Preset(max_length=512, head_tokens=128, ngram_buckets=8_388_608, ngram_word_order=2),
-    "gpu": common.Preset(vocab_size=32000, hidden_size=512, num_hidden_layers=6, num_attention_heads=8,
+    "cpu-best": cli.Preset(max_length=512, head_tokens=128, ngram_buckets=8_388_608, ngram_word_order=2),
+    "gpu": cli.Preset(vocab_size=32000, hidden_size=512, num_hidden_layers=6, num_attention_heads=8,
                          intermediate_size=2048, max_length=512, head_tokens=128, epochs=4, pretrain_epochs=4,
                          learning_rate=3e-4, batch_size=64, eval_batch_size=256, save_steps=500, bf16=True),
 }
@@ -65,7 +65,7 @@ def encode(tokenizer, texts: list[str], max_length: int, head_tokens: int, whole
     return ids if whole else [head_and_tail(row, max_length, head_tokens) for row in ids]
 
 
-def model_config_settings(preset: common.Preset, labels: list[str]) -> dict:
+def model_config_settings(preset: cli.Preset, labels: list[str]) -> dict:
     """What a classifier adds to the shared architecture: pooling, the data's labels, the cut, the n-gram path."""
     return dict(classifier_pooling=preset.classifier_pooling, id2label=dict(enumerate(labels)),
                 label2id={name: i for i, name in enumerate(labels)}, classifier_head_tokens=preset.head_tokens,
@@ -73,14 +73,14 @@ def model_config_settings(preset: common.Preset, labels: list[str]) -> dict:
                 ngram_word_order=preset.ngram_word_order)
 
 
-def model_config(tokenizer, preset: common.Preset, labels: list[str], **settings):
+def model_config(tokenizer, preset: cli.Preset, labels: list[str], **settings):
     """The classifier's architecture for a preset: the shared one plus pooling and the data's labels (a causal stack
     after causal-LM pre-training)."""
     causal = {"is_decoder": True} if preset.pretrain_epochs > 0 and preset.pretrain == "lm" else {}
     return common.model_config(tokenizer, preset, **model_config_settings(preset, labels), **causal, **settings)
 
 
-def with_pretraining(args, preset: common.Preset) -> common.Preset:
+def with_pretraining(args, preset: cli.Preset) -> cli.Preset:
     """The preset with --pretrain applied: none, mlm (masked LM) or lm (causal LM, rotary positions, as
     training.lm), for the preset's pretrain_epochs or DEFAULT_PRETRAIN_EPOCHS."""
     if args.pretrain is None:
@@ -110,11 +110,11 @@ def pretrain(args, preset, tokenizer, train, texts, labels, output, stopwatch):
     on the texts packed into blocks. Returns the folder of the pre-trained weights, or None."""
     if preset.pretrain_epochs <= 0:
         return None
-    work = output / common.WORK
+    work = output / resume.WORK
     final = work / "pretrain" / "final"
     if (final / "model.safetensors").exists():  # saved atomically: there means whole
         return final
-    common.enter_phase(output, "pretrain")
+    resume.enter_phase(output, "pretrain")
     set_seed(args.seed)  # weight initialisation happens before Trainer seeds anything
     if preset.pretrain == "lm":
         phase = replace(preset, **LM_PRETRAINING)
@@ -135,16 +135,16 @@ def pretrain(args, preset, tokenizer, train, texts, labels, output, stopwatch):
     else:
         raise ValueError(f"pretrain={preset.pretrain!r}: expected 'mlm' or 'lm'")
     model = distributed.shard(model, args, work / "pretrain")
-    trainer = common.RecipeTrainer(
+    trainer = resume.RecipeTrainer(
         model=model,
         args=common.training_arguments(work / "pretrain", phase, args.seed, preset.pretrain_epochs,
                                        **distributed.trainer_settings(args, phase)),
         train_dataset=corpus,
         data_collator=collator,
         processing_class=tokenizer,
-        optimizers=(common.optimizer_for(model, phase), None),
+        optimizers=(optimizers.optimizer_for(model, phase), None),
     )
-    common.run_phase(trainer, work / "pretrain", args.resume, stopwatch)
+    resume.run_phase(trainer, work / "pretrain", args.resume, stopwatch)
 
     def save(folder):  # with its tokenizer: a folder --init-from can start other classifiers from
         trainer.model.save_pretrained(folder)
@@ -155,7 +155,7 @@ def pretrain(args, preset, tokenizer, train, texts, labels, output, stopwatch):
         if trainer.is_world_process_zero():
             tokenizer.save_pretrained(final)
     elif trainer.is_world_process_zero():
-        common.save_atomically(save, final)
+        resume.save_atomically(save, final)
     trainer.accelerator.wait_for_everyone()
     return final
 
@@ -205,7 +205,7 @@ def starting_point(folder: str):
     return tokenizer, config
 
 
-def initialised_config(start, preset: common.Preset, labels: list[str]):
+def initialised_config(start, preset: cli.Preset, labels: list[str]):
     """The --init-from folder's architecture (width, depth, positions, causal or not) with this run's head: labels,
     pooling, head-and-tail cut, n-gram path and dropout."""
     config = copy.deepcopy(start)
@@ -226,15 +226,14 @@ def read_data(args) -> tuple[sources.Source, list[str]]:
 
 
 def main(argv=None):
-    args = common.parse_args(__doc__.splitlines()[0], PRESETS, "runs/imdb-classify", argv, add_arguments)
-    output = common.prepare_output_dir(args)
-    if args.resume and common.run_is_complete(output):
+    run = cli.start_run(__doc__.splitlines()[0], PRESETS, "runs/imdb-classify", argv, add_arguments)
+    if run is None:  # --resume of a run that had finished
         return 0
-    work = output / common.WORK
-    stopwatch = common.Stopwatch(output)
+    args, output, stopwatch = run
+    work = output / resume.WORK
 
-    common.enter_phase(output, "data")
-    with common.data_errors_exit(args, output):
+    resume.enter_phase(output, "data")
+    with resume.data_errors_exit(args, output):
         if args.init_from and args.pretrain not in (None, "none"):
             raise sources.DataError(f"--init-from {args.init_from} starts from a trained model: --pretrain "
                                     f"{args.pretrain} would train another one first; choose one of the two")
@@ -243,8 +242,8 @@ def main(argv=None):
         texts = pretraining_texts(args, source.splits["train"])
     data = source.splits
     if sources.given(args):  # IMDb keeps its presets as they are
-        preset = common.sized_to_data(args, args.preset_values, common.text_bytes(data["train"]), len(labels))
-        args.preset_values = common.epochs_for_data(args, preset, len(data["train"]), MIN_STEPS, MAX_STEPS)
+        preset = cli.sized_to_data(args, args.preset_values, common.text_bytes(data["train"]), len(labels))
+        args.preset_values = cli.epochs_for_data(args, preset, len(data["train"]), MIN_STEPS, MAX_STEPS)
     args.preset_values = preset = with_pretraining(args, args.preset_values)
     if start is not None:  # the starting model's tokenizer, and no longer inputs than its positions
         tokenizer, start_config = start
@@ -283,29 +282,29 @@ def main(argv=None):
                                          kind=preset.ngram_ratio)
     model = distributed.shard(model, args, work / "finetune")
 
-    common.enter_phase(output, "finetune")
-    trainer = common.RecipeTrainer(
+    resume.enter_phase(output, "finetune")
+    trainer = resume.RecipeTrainer(
         model=model,
         args=common.training_arguments(work / "finetune", preset, args.seed, preset.epochs,
                                        **distributed.trainer_settings(args, preset),
                                        **{"eval_strategy": "epoch",
-                                          **common.best_on_validation(args, preset, "eval_accuracy")}),
+                                          **cli.best_on_validation(args, preset, "eval_accuracy")}),
         train_dataset=encoded["train"],
         eval_dataset=encoded["validation"],
         data_collator=DataCollatorWithPadding(tokenizer),
         processing_class=tokenizer,
         compute_metrics=metrics_for(len(labels)),
     )
-    common.run_phase(trainer, work / "finetune", args.resume, stopwatch)
+    resume.run_phase(trainer, work / "finetune", args.resume, stopwatch)
     distributed.continue_in_one_process(args)  # a --distributed run evaluates and publishes in one process
 
-    common.enter_phase(output, "evaluate")
+    resume.enter_phase(output, "evaluate")
     split = source.eval_split
     test = trainer.predict(encoded[split], metric_key_prefix="test")
     scores = classification_metrics(len(labels)).compute(predictions=np.argmax(test.predictions, -1),
                                                          references=test.label_ids)
     if trainer.is_world_process_zero():
-        common.enter_phase(output, "baselines")
+        resume.enter_phase(output, "baselines")
         baselines = linear_baselines(list(data["train"]["text"]), np.asarray(data["train"]["label"]),
                                      list(data[split]["text"]), np.asarray(data[split]["label"]))
         metrics = {
@@ -313,10 +312,10 @@ def main(argv=None):
             "test_loss": test.metrics.get("test_loss"),
             "eval_split": split,
             "baselines": baselines,
-            **common.data_metrics(source),
+            **publishing.data_metrics(source),
             "labels": labels,
             "examples": [text[:200] for text in data[split][:2]["text"]],
-            **common.base_metrics(args, trainer.model, stopwatch.total(), data),
+            **publishing.base_metrics(args, trainer.model, stopwatch.total(), data),
             "pretrained": pretrained is not None,
             **({"pretrain": preset.pretrain, "pretrain_epochs": preset.pretrain_epochs} if pretrained else {}),
             **({"unlabeled_file": args.unlabeled_file} if args.unlabeled_file else {}),
@@ -325,7 +324,7 @@ def main(argv=None):
         # The saved model cuts long reviews itself (head and tail, config.classifier_head_tokens): the tokenizer
         # must not cut them first, or pipeline(..., truncation=True) would read another text than the recipe did.
         tokenizer.model_max_length = VERY_LARGE_INTEGER
-        common.finish(output, trainer, tokenizer, metrics, "eval_accuracy", f"{source.name} classification (fine-tuning)",
+        publishing.finish(output, trainer, tokenizer, metrics, "eval_accuracy", f"{source.name} classification (fine-tuning)",
                       data[split][0]["text"])
         linear = ", ".join(f"{name} {result['accuracy']:.4f}" for name, result in baselines.items())
         print(f"{split} accuracy {scores['accuracy']:.4f}  f1 {scores['f1']:.4f}  ({linear})  wall time "

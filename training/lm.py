@@ -27,24 +27,24 @@ from transformers import DataCollatorForLanguageModeling, pipeline, set_seed
 
 from scratchformer import ScratchformerForCausalLM
 
-from . import common, distributed, sources
+from . import cli, common, distributed, optimizers, publishing, resume, sources
 from .baselines import compressor_bits_per_byte
 
 PRESETS = {
-    "tiny": common.Preset(vocab_size=400, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+    "tiny": cli.Preset(vocab_size=400, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                           intermediate_size=64, max_length=32, epochs=1, batch_size=8, save_steps=4,
                           eval_batch_size=32, learning_rate=3e-3),
     # Rotary positions (RoPE): relative offsets generalise across the block, where GPT-2 learns one vector per slot.
     # Muon on the hidden matrices at 2e-2 (training/NOTES.md: 1.858 validation bits per byte against AdamW's 2.233
     # on the same 5,000 reviews); 0.75 epoch leaves room in 20 minutes for scoring all 25,000 test reviews.
-    "cpu-small": common.Preset(vocab_size=8000, epochs=0.75, dropout=0.0, optimizer="muon", learning_rate=2e-2,
+    "cpu-small": cli.Preset(vocab_size=8000, epochs=0.75, dropout=0.0, optimizer="muon", learning_rate=2e-2,
                                position_embedding_type="rotary"),
     # 1.9x cpu-small's time per training step (measured: 1.63 s), for 2x its tokens: what 60 minutes on 2 cores buys
     # once all 25,000 test reviews are scored (about 12 minutes at this size).
-    "cpu-best": common.Preset(vocab_size=8000, hidden_size=192, num_hidden_layers=3, num_attention_heads=4,
+    "cpu-best": cli.Preset(vocab_size=8000, hidden_size=192, num_hidden_layers=3, num_attention_heads=4,
                               intermediate_size=768, epochs=1.5, dropout=0.0, optimizer="muon", learning_rate=2e-2,
                               position_embedding_type="rotary"),
-    "gpu": common.Preset(vocab_size=16000, hidden_size=512, num_hidden_layers=6, num_attention_heads=8,
+    "gpu": cli.Preset(vocab_size=16000, hidden_size=512, num_hidden_layers=6, num_attention_heads=8,
                          intermediate_size=2048, max_length=512, epochs=3, batch_size=64, eval_batch_size=128,
                          learning_rate=3e-4, save_steps=500, bf16=True, position_embedding_type="rotary"),
 }
@@ -284,7 +284,7 @@ def read_data(args) -> sources.Source:
 PACK_BYTES = 4_000_000  # about this much text is packed at a time (IMDb: 1,000 reviews, datasets' default batch)
 
 
-def prepare_data(args, preset: common.Preset, work, data):
+def prepare_data(args, preset: cli.Preset, work, data):
     """The tokenizer (trained on the train split), each split tokenized, and the train and validation texts packed
     into blocks."""
     tokenizer = common.tokenizer_for(common.text_sample(data["train"]), work, preset)
@@ -326,45 +326,44 @@ def decoding_report(model, tokenizer, data, seed: int, split: str = "test") -> t
 
 
 def main(argv=None):
-    args = common.parse_args(__doc__.splitlines()[0], PRESETS, "runs/imdb-lm", argv, task="lm")
-    output = common.prepare_output_dir(args)
-    if args.resume and common.run_is_complete(output):
+    run = cli.start_run(__doc__.splitlines()[0], PRESETS, "runs/imdb-lm", argv, task="lm")
+    if run is None:  # --resume of a run that had finished
         return 0
-    work = output / common.WORK
-    stopwatch = common.Stopwatch(output)
+    args, output, stopwatch = run
+    work = output / resume.WORK
 
-    common.enter_phase(output, "data")
-    with common.data_errors_exit(args, output):
+    resume.enter_phase(output, "data")
+    with resume.data_errors_exit(args, output):
         source = read_data(args)
     data = source.splits
     if sources.given(args):  # IMDb keeps its presets as they are
-        args.preset_values = common.sized_to_data(args, args.preset_values, common.text_bytes(data["train"]))
+        args.preset_values = cli.sized_to_data(args, args.preset_values, common.text_bytes(data["train"]))
     tokenizer, ids, packed = prepare_data(args, args.preset_values, work, data)
     if sources.given(args):
-        args.preset_values = common.epochs_for_data(args, args.preset_values, len(packed["train"]), MIN_STEPS, MAX_STEPS)
+        args.preset_values = cli.epochs_for_data(args, args.preset_values, len(packed["train"]), MIN_STEPS, MAX_STEPS)
     preset = args.preset_values
 
     set_seed(args.seed)  # weight initialisation happens before Trainer seeds anything
     model = ScratchformerForCausalLM(common.model_config(tokenizer, preset, is_decoder=True))
     model = distributed.shard(model, args, work / "train")
-    common.enter_phase(output, "train")
-    trainer = common.RecipeTrainer(
+    resume.enter_phase(output, "train")
+    trainer = resume.RecipeTrainer(
         model=model,
         args=common.training_arguments(work / "train", preset, args.seed, preset.epochs, prediction_loss_only=True,
                                        **distributed.trainer_settings(args, preset),
                                        **{"eval_strategy": "steps", "eval_steps": preset.save_steps,
-                                          **common.best_on_validation(args, preset, "eval_loss")}),
+                                          **cli.best_on_validation(args, preset, "eval_loss")}),
         train_dataset=packed["train"],
         # The curve's points: a quick look at a slice of validation; all of it is measured at the end.
         eval_dataset=packed["validation"].select(range(min(CURVE_BLOCKS, len(packed["validation"])))),
         data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
         processing_class=tokenizer,
-        optimizers=(common.optimizer_for(model, preset), None),
+        optimizers=(optimizers.optimizer_for(model, preset), None),
     )
-    common.run_phase(trainer, work / "train", args.resume, stopwatch)
+    resume.run_phase(trainer, work / "train", args.resume, stopwatch)
     distributed.continue_in_one_process(args)  # a --distributed run evaluates and publishes in one process
 
-    common.enter_phase(output, "evaluate")
+    resume.enter_phase(output, "evaluate")
     if trainer.is_world_process_zero():
         split = source.eval_split
         measure = lambda split: bits_per_byte(trainer.model, tokenizer, ids[split], preset.max_length,
@@ -379,7 +378,7 @@ def main(argv=None):
             "bits_per_byte": test["bits_per_byte"],
             "eval_split": split,
             "compressors": compressors,
-            **common.data_metrics(source),
+            **publishing.data_metrics(source),
             "examples": [first_sentence(text)[:80] for text in data[split][:2]["text"]],
             "perplexity": test["perplexity"],
             "test_loss": test["loss"],
@@ -390,9 +389,9 @@ def main(argv=None):
             "validation_curve": validation_curve(trainer.state.log_history,
                                                  preset.batch_size * preset.max_length, validation),
             **decoding,
-            **common.base_metrics(args, trainer.model, stopwatch.total(), data),
+            **publishing.base_metrics(args, trainer.model, stopwatch.total(), data),
         }
-        common.finish(output, trainer, tokenizer, metrics, "eval_loss", f"{source.name} causal language model",
+        publishing.finish(output, trainer, tokenizer, metrics, "eval_loss", f"{source.name} causal language model",
                       data[split][0]["text"], extra_json={"samples.json": shown})
         print(f"{split} bits per byte {metrics['bits_per_byte']:.3f} (perplexity {metrics['perplexity']:.1f}; lzma "
               f"{compressors['lzma']:.3f}, bz2 {compressors['bz2']:.3f}) on {len(data[split])} documents, default "

@@ -29,12 +29,12 @@ from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainingArguments, set_s
 
 from scratchformer import ScratchformerForConditionalGeneration
 
-from . import common, distributed, sources
+from . import cli, common, distributed, publishing, resume, sources
 from .metrics import translation_metrics
 
 
 @dataclass(frozen=True)
-class TranslationPreset(common.Preset):
+class TranslationPreset(cli.Preset):
     """A recipe preset plus how many number pairs each split gets."""
 
     train_samples: int = 60_000
@@ -160,7 +160,7 @@ def read_data(args, preset: TranslationPreset) -> tuple[datasets.DatasetDict, di
     """The pairs (the user's, or number words) and what metrics.json says of them."""
     if sources.given(args):
         source = sources.pairs(args)
-        return source.splits, {"task": source.name, "eval_split": source.eval_split, **common.data_metrics(source)}
+        return source.splits, {"task": source.name, "eval_split": source.eval_split, **publishing.data_metrics(source)}
     if args.data_source:
         data = parallel_text(args.data_source, args.seed, args.max_train_samples)
     else:
@@ -250,16 +250,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv=None):
-    args = common.parse_args(__doc__.splitlines()[0], PRESETS, "runs/translate", argv, add_arguments, task="seq2seq")
-    preset = args.preset_values
-    output = common.prepare_output_dir(args)
-    if args.resume and common.run_is_complete(output):
+    run = cli.start_run(__doc__.splitlines()[0], PRESETS, "runs/translate", argv, add_arguments, task="seq2seq")
+    if run is None:  # --resume of a run that had finished
         return 0
-    work = output / common.WORK
-    stopwatch = common.Stopwatch(output)
+    args, output, stopwatch = run
+    preset = args.preset_values
+    work = output / resume.WORK
 
-    common.enter_phase(output, "data")
-    with common.data_errors_exit(args, output):
+    resume.enter_phase(output, "data")
+    with resume.data_errors_exit(args, output):
         data, facts = read_data(args, preset)
     if "test" in data and args.max_test_samples is not None and len(data["test"]) > args.max_test_samples:
         data["test"] = data["test"].select(range(args.max_test_samples))
@@ -289,8 +288,8 @@ def main(argv=None):
             [[t for t in row if t >= 0] for row in prediction.label_ids.tolist()], skip_special_tokens=True)]
         return metric.compute(predictions=predictions, references=references)
 
-    common.enter_phase(output, "train")
-    trainer = common.RecipeSeq2SeqTrainer(
+    resume.enter_phase(output, "train")
+    trainer = resume.RecipeSeq2SeqTrainer(
         model=model,
         args=common.training_arguments(
             work / "train", preset, args.seed, preset.epochs, arguments_class=Seq2SeqTrainingArguments,
@@ -304,10 +303,10 @@ def main(argv=None):
         processing_class=tokenizer,
         compute_metrics=compute_metrics,
     )
-    common.run_phase(trainer, work / "train", args.resume, stopwatch)
+    resume.run_phase(trainer, work / "train", args.resume, stopwatch)
     distributed.continue_in_one_process(args)  # a --distributed run evaluates and publishes in one process
 
-    common.enter_phase(output, "evaluate")
+    resume.enter_phase(output, "evaluate")
     if trainer.is_world_process_zero():
         model = trainer.model
         split = facts["eval_split"]
@@ -329,7 +328,7 @@ def main(argv=None):
             f"chrf_beam{BEAMS}": beam["chrf"],
             f"bleu_beam{BEAMS}": beam["bleu"],
             **facts,
-            **common.base_metrics(args, model, stopwatch.total(), data),
+            **publishing.base_metrics(args, model, stopwatch.total(), data),
         }
         if "number" in data[split].column_names:  # where the errors are: accuracy per number of digits
             metrics["exact_match_by_digits"] = exact_match_by_digits(data["test"]["number"], beam["predictions"], references)
@@ -347,7 +346,7 @@ def main(argv=None):
              f"beam{BEAMS}": beam["predictions"][i]}
             for i in spread
         ]
-        common.finish(output, trainer, tokenizer, metrics, "eval_exact_match", "translation (encoder-decoder)",
+        publishing.finish(output, trainer, tokenizer, metrics, "eval_exact_match", "translation (encoder-decoder)",
                       texts[0], attention_plot=plot_alignment, extra_json={"samples.json": samples})
         print(f"{split} exact match greedy {metrics['exact_match_greedy']:.2%}, beam{BEAMS} {metrics['exact_match']:.2%} "
               f"(chrF {metrics['chrf_greedy']:.1f} / {metrics['chrf']:.1f}, BLEU {metrics['bleu_greedy']:.1f} / "

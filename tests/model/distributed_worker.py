@@ -110,7 +110,7 @@ def train(model_folder: Path, out: Path, kill_after: int | None = None, resume: 
     from transformers import TrainerCallback, TrainingArguments
     from transformers.distributed import DistributedConfig
 
-    from training.common import RecipeTrainer, last_complete_checkpoint
+    from training.resume import RecipeTrainer, last_complete_checkpoint
 
     world = int(os.environ.get("WORLD_SIZE", 1))
     distributed = {} if world == 1 else {"distributed_config": DistributedConfig(fsdp_size=world)}

@@ -1,4 +1,4 @@
-"""training.common.MuonWithAdamW: which parameters get Muon, one schedule for both, and exact resume."""
+"""training.optimizers.MuonWithAdamW: which parameters get Muon, one schedule for both, and exact resume."""
 
 import copy
 
@@ -7,7 +7,7 @@ from conftest import tiny_config
 from transformers import GPT2Config, GPT2LMHeadModel, get_linear_schedule_with_warmup
 
 from scratchformer import ScratchformerForCausalLM
-from training.common import MuonWithAdamW, hidden_matrices
+from training.optimizers import MuonWithAdamW, hidden_matrices
 
 
 def batch(seed: int) -> torch.Tensor:

@@ -192,18 +192,18 @@ def test_presets_are_sized_to_the_users_data():
     # the tiny preset and what the user --set stay as they are.
     import argparse
 
-    from training import classify, common
+    from training import classify, cli
 
     preset = classify.PRESETS["cpu-small"]
     own = argparse.Namespace(train_file="tickets.csv", dataset=None, preset="cpu-small", set=[])
-    small = common.sized_to_data(own, preset, 500_000, num_labels=5)
+    small = cli.sized_to_data(own, preset, 500_000, num_labels=5)
     assert (small.vocab_size, small.ngram_buckets) == (6000, 2**18)
-    assert common.sized_to_data(own, preset, 31_000_000, num_labels=2) == preset  # IMDb's size: IMDb's preset
-    assert common.sized_to_data(own, preset, 10**9, num_labels=40).ngram_buckets == 2**19  # <= 32M weights
-    assert common.epochs_for_data(own, preset, 1800, classify.MIN_STEPS, classify.MAX_STEPS).epochs == 26.316
-    assert common.epochs_for_data(own, preset, 1_000_000, classify.MIN_STEPS, classify.MAX_STEPS).epochs == 0.096
+    assert cli.sized_to_data(own, preset, 31_000_000, num_labels=2) == preset  # IMDb's size: IMDb's preset
+    assert cli.sized_to_data(own, preset, 10**9, num_labels=40).ngram_buckets == 2**19  # <= 32M weights
+    assert cli.epochs_for_data(own, preset, 1800, classify.MIN_STEPS, classify.MAX_STEPS).epochs == 26.316
+    assert cli.epochs_for_data(own, preset, 1_000_000, classify.MIN_STEPS, classify.MAX_STEPS).epochs == 0.096
     chosen = argparse.Namespace(train_file="tickets.csv", dataset=None, preset="cpu-small", set=["vocab_size=500"])
-    assert common.sized_to_data(chosen, preset, 500_000, num_labels=5).vocab_size == preset.vocab_size
+    assert cli.sized_to_data(chosen, preset, 500_000, num_labels=5).vocab_size == preset.vocab_size
     for untouched in (argparse.Namespace(train_file=None, dataset=None, preset="cpu-small", set=[]),
                       argparse.Namespace(train_file="t.csv", dataset=None, preset="tiny", set=[])):
-        assert common.sized_to_data(untouched, preset, 500_000, num_labels=5) == preset
+        assert cli.sized_to_data(untouched, preset, 500_000, num_labels=5) == preset

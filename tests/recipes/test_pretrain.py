@@ -10,7 +10,6 @@ from argparse import Namespace
 
 import datasets
 import pytest
-import torch
 from conftest import REPO_ROOT, run_recipe
 from safetensors.torch import load_file
 

@@ -116,15 +116,15 @@ def test_accelerate_launch_with_two_cpu_processes_trains_and_saves_once(tmp_path
 
 
 def test_set_changes_preset_values_with_their_types_and_refuses_unknown_keys(capsys):
-    from training import common
+    from training import cli
     from training.classify import PRESETS
 
-    args = common.parse_args("x", PRESETS, "out", ["--preset", "tiny", "--set", "epochs=3", "--set", "max_length=48",
+    args = cli.parse_args("x", PRESETS, "out", ["--preset", "tiny", "--set", "epochs=3", "--set", "max_length=48",
                                                    "--set", "group_by_length=false", "--set", "optimizer=muon"])
     values = args.preset_values
     assert (values.epochs, values.max_length, values.group_by_length, values.optimizer) == (3.0, 48, False, "muon")
     assert values.hidden_size == PRESETS["tiny"].hidden_size  # untouched values stay the preset's
     for bad, message in [("epoch=3", "KEY one of"), ("max_length=long", "not a valid int"), ("bf16=maybe", "bool")]:
         with pytest.raises(SystemExit):
-            common.parse_args("x", PRESETS, "out", ["--set", bad])
+            cli.parse_args("x", PRESETS, "out", ["--set", bad])
         assert message in capsys.readouterr().err
