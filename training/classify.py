@@ -168,6 +168,15 @@ def metrics_for(num_labels: int):
     return compute_metrics
 
 
+def validation_accuracy(trainer) -> float | None:
+    """The saved model's accuracy on validation, from the evaluations during training: the best one where the run
+    ended on its best checkpoint, else the last (None where validation was never evaluated)."""
+    if trainer.args.load_best_model_at_end and trainer.state.best_metric is not None:
+        return trainer.state.best_metric
+    scores = [entry["eval_accuracy"] for entry in trainer.state.log_history if "eval_accuracy" in entry]
+    return scores[-1] if scores else None
+
+
 def add_arguments(parser) -> None:
     parser.add_argument("--init-from", default=None, metavar="DIR",
                         help="start from this scratchformer folder (a causal LM from training.lm, a masked LM, a "
@@ -316,6 +325,7 @@ def main(argv=None):
             "labels": labels,
             "examples": [text[:200] for text in data[split][:2]["text"]],
             **publishing.base_metrics(args, trainer.model, stopwatch.total(), data),
+            "validation_accuracy": validation_accuracy(trainer),
             "pretrained": pretrained is not None,
             **({"pretrain": preset.pretrain, "pretrain_epochs": preset.pretrain_epochs} if pretrained else {}),
             **({"unlabeled_file": args.unlabeled_file} if args.unlabeled_file else {}),
