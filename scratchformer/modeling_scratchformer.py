@@ -61,8 +61,9 @@ from .integrations import declare_lora_target_modules, naming_corrupt_weights
 from .linear_cross_entropy import output_logits_and_loss
 from .ngram import NgramLogits, bigram_ids, fit_ngram_path, head_and_tail, keep_head_and_tail  # noqa: F401 (head_and_tail:
 # the demo reads a loaded model's own cut from its module, remote code included)
-from .parallelism import adapt_pipeline_stage, check_distributed_config, gather_before_encoding
-from .unpadding import Unpadding, attended_rows, padded_attention, padded_for_cache, pooled_token_mask
+from .parallelism import adapt_pipeline_stage, check_distributed_config, drop_stack_rules, gather_before_encoding
+from .unpadding import (Unpadding, attended_rows, padded_attention, padded_for_cache, pooled_token_mask,
+                        target_padding_mask)
 
 # ----------------------------------------------------------------------------------------------------------------
 # Positions
@@ -766,14 +767,6 @@ def shift_tokens_right(labels: torch.Tensor, pad_token_id: int | None, decoder_s
     return shifted.masked_fill(shifted == -100, pad_token_id)
 
 
-def target_padding_mask(labels: torch.Tensor) -> torch.Tensor:
-    """Decoder attention mask for training on labels: 1 up to each row's last labelled token, 0 on the trailing -100
-    padding. Those positions add nothing to the loss and, being last, are never seen by a causal query that does."""
-    positions = torch.arange(labels.shape[-1], device=labels.device)
-    last = positions.masked_fill(labels == -100, 0).amax(-1, keepdim=True)  # row without labels: keep position 0
-    return (positions <= last).long()
-
-
 class ScratchformerForConditionalGeneration(ScratchformerPreTrainedModel, GenerationMixin):
     """Encoder-decoder (Vaswani et al. 2017, like BART/T5): the encoder reads the source, the decoder writes the
     target one token at a time, attending to its own past and (cross-attention) to the encoder output."""
@@ -802,14 +795,8 @@ class ScratchformerForConditionalGeneration(ScratchformerPreTrainedModel, Genera
         self.post_init()
 
     def init_parallel_plans(self):
-        """The config's base plans are the stacks' (they arrive here prefixed `encoder.` and `decoder.`); this model
-        is no stack itself, so they are no rules of its own."""
         super().init_parallel_plans()
-        for plan, stack_plan in ((self._tp_plan, self.config.base_model_tp_plan),
-                                 (self._fsdp_plan, self.config.base_model_fsdp_plan),
-                                 (self._pp_plan, self.config.base_model_pp_plan)):
-            for rule in stack_plan:
-                plan.pop(rule, None)
+        drop_stack_rules(self)  # parallelism.py: the base plans are the two stacks' rules, not this model's
 
     def get_input_embeddings(self):
         return self.encoder.get_input_embeddings()
@@ -849,7 +836,7 @@ class ScratchformerForConditionalGeneration(ScratchformerPreTrainedModel, Genera
                 decoder_input_ids = shift_tokens_right(
                     labels, self.config.pad_token_id, self.config.decoder_start_token_id
                 )
-            if decoder_attention_mask is None:  # lets the decoder skip the target padding (config.unpad_inputs)
+            if decoder_attention_mask is None:  # speed: the decoder skips the target padding (unpadding.py)
                 decoder_attention_mask = target_padding_mask(labels)
         if encoder_outputs is None:
             encoder_outputs = self.encoder(

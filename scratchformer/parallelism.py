@@ -79,3 +79,13 @@ def adapt_pipeline_stage(model: nn.Module) -> nn.Module:
     if not stage.pp_is_last_stage:
         stack.final_norm.forward = pass_through
     return model
+
+
+def drop_stack_rules(model: nn.Module) -> None:
+    """An encoder-decoder's plans without the config's base rules: those are its two stacks' (they arrive prefixed
+    `encoder.` and `decoder.`), and the model itself is no stack, so unprefixed they would match nothing."""
+    for plan, stack_plan in ((model._tp_plan, model.config.base_model_tp_plan),
+                             (model._fsdp_plan, model.config.base_model_fsdp_plan),
+                             (model._pp_plan, model.config.base_model_pp_plan)):
+        for rule in stack_plan:
+            plan.pop(rule, None)

@@ -198,3 +198,12 @@ def pooled_token_mask(config: ScratchformerConfig, input_ids, inputs_embeds, att
         return None
     inputs = input_ids if input_ids is not None else inputs_embeds[..., 0]
     return torch.ones_like(inputs, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+
+
+def target_padding_mask(labels: torch.Tensor) -> torch.Tensor:
+    """An encoder-decoder's decoder attention mask for training on labels, so its blocks skip the target padding too:
+    1 up to each row's last labelled token, 0 on the trailing -100 padding. Those positions add nothing to the loss
+    and, being last, are never seen by a causal query that does."""
+    positions = torch.arange(labels.shape[-1], device=labels.device)
+    last = positions.masked_fill(labels == -100, 0).amax(-1, keepdim=True)  # row without labels: keep position 0
+    return (positions <= last).long()
