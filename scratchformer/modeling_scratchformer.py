@@ -39,15 +39,9 @@ from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
 from transformers.generation import GenerationMixin
 from transformers.masking_utils import create_bidirectional_mask, create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_outputs import (
-    BaseModelOutput,
-    BaseModelOutputWithPast,
-    BaseModelOutputWithPastAndCrossAttentions,
-    CausalLMOutputWithPast,
-    MaskedLMOutput,
-    Seq2SeqLMOutput,
-    SequenceClassifierOutput,
-)
+from transformers.modeling_outputs import (BaseModelOutput, BaseModelOutputWithPast,
+                                           BaseModelOutputWithPastAndCrossAttentions, CausalLMOutputWithPast,
+                                           MaskedLMOutput, Seq2SeqLMOutput, SequenceClassifierOutput)
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel, slice_logits_to_keep
 from transformers.utils import can_return_tuple
 from transformers.utils.generic import merge_with_config_defaults
@@ -169,16 +163,9 @@ def merge_heads(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(*x.shape[:2], -1)
 
 
-def eager_attention_forward(
-    module: nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    scaling: float,
-    dropout: float = 0.0,
-    **kwargs,
-) -> tuple[torch.Tensor, torch.Tensor]:
+def eager_attention_forward(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                            attention_mask: torch.Tensor | None, scaling: float, dropout: float = 0.0,
+                            **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
     """Scaled dot-product attention written out: scores -> mask -> softmax -> dropout -> weighted sum of values.
 
     The mask holds 0 where a query may look and a huge negative number where it may not: padding, and in a causal
@@ -208,9 +195,8 @@ class ScratchformerAttention(nn.Module):
     encoder-decoder's decoder) takes the queries from the decoder and the keys and values from the encoder output.
     """
 
-    def __init__(
-        self, config: ScratchformerConfig, layer_idx: int, is_causal: bool | None = None, is_cross_attention: bool = False
-    ):
+    def __init__(self, config: ScratchformerConfig, layer_idx: int, is_causal: bool | None = None,
+                 is_cross_attention: bool = False):
         super().__init__()
         self.config = config
         self.layer_idx = layer_idx
@@ -225,15 +211,10 @@ class ScratchformerAttention(nn.Module):
         self.v_proj = nn.Linear(config.hidden_size, config.hidden_size)
         self.o_proj = nn.Linear(config.hidden_size, config.hidden_size)
 
-    def forward(
-        self,
-        hidden_states: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
-        cache: Cache | None = None,
-        encoder_hidden_states: torch.Tensor | None = None,
-        **kwargs,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None, cache: Cache | None = None,
+                encoder_hidden_states: torch.Tensor | None = None,
+                **kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
         """hidden_states [B, L, C] -> [B, L, C] (and the attention weights, where the backend returns them)."""
         query = split_heads(self.q_proj(hidden_states), self.head_dim)  # [B, h, L, D]
         if self.is_cross_attention:
@@ -250,9 +231,8 @@ class ScratchformerAttention(nn.Module):
                 key, value = padded_for_cache(self, key, value, kwargs)  # speed: unpadding.py
                 key, value = update_cache(cache, key, value, self.layer_idx, kwargs)  # [B, h, past + L, D]
 
-        attention_function: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
-            self.config._attn_implementation, eager_attention_forward
-        )
+        attention_function: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation,
+                                                                             eager_attention_forward)
         attention_function = padded_attention(attention_function)  # speed: unpadding.py
         output, weights = attention_function(
             self, query, key, value, attention_mask, scaling=self.scaling,
@@ -260,9 +240,8 @@ class ScratchformerAttention(nn.Module):
         )  # output: [B, L, h, D]
         return self.o_proj(merge_heads(output)), weights  # [B, L, C]
 
-    def source_keys_values(
-        self, encoder_hidden_states: torch.Tensor, cache: Cache | None, kwargs: dict
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def source_keys_values(self, encoder_hidden_states: torch.Tensor, cache: Cache | None,
+                           kwargs: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """Cross-attention keys/values of the encoder output: computed once per source, then read from the cache."""
         if encoder_hidden_states is None:
             raise ValueError("Cross-attention needs encoder_hidden_states (the encoder's output for the source)")
@@ -315,9 +294,8 @@ class ScratchformerBlock(GradientCheckpointingLayer):
         x = x + mlp(norm(x))              x = norm(x + mlp(x))
     """
 
-    def __init__(
-        self, config: ScratchformerConfig, layer_idx: int, is_causal: bool | None = None, cross_attention: bool = False
-    ):
+    def __init__(self, config: ScratchformerConfig, layer_idx: int, is_causal: bool | None = None,
+                 cross_attention: bool = False):
         super().__init__()
         self.pre_norm = config.norm_placement == "pre"
         self.attention = ScratchformerAttention(config, layer_idx, is_causal=is_causal)
@@ -331,16 +309,10 @@ class ScratchformerBlock(GradientCheckpointingLayer):
         self.mlp_residual = SublayerNorm(config)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
-        cache: Cache | None = None,
-        encoder_hidden_states: torch.Tensor | None = None,
-        encoder_attention_mask: torch.Tensor | None = None,
-        **kwargs,
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None, cache: Cache | None = None,
+                encoder_hidden_states: torch.Tensor | None = None, encoder_attention_mask: torch.Tensor | None = None,
+                **kwargs) -> torch.Tensor:
         """x [B, L, C] -> [B, L, C]."""
         norm_1, norm_2 = self.attention_residual.norm, self.mlp_residual.norm
 
@@ -435,21 +407,13 @@ class ScratchformerModel(ScratchformerPreTrainedModel):
         self.is_causal = config.is_decoder if stack is None else stack == "decoder"
         num_layers = {None: config.num_hidden_layers, "encoder": config.encoder_layers, "decoder": config.decoder_layers}[stack]
         self.embeddings = ScratchformerEmbeddings(config)
-        self.rotary = (
-            RotaryPositionalEmbedding(config.head_dim, config.rope_theta)
-            if config.position_embedding_type == "rotary"
-            else None
-        )
-        self.layers = nn.ModuleList(
-            ScratchformerBlock(config, i, is_causal=self.is_causal, cross_attention=stack == "decoder")
-            for i in range(num_layers)
-        )
+        rotary = config.position_embedding_type == "rotary"
+        self.rotary = RotaryPositionalEmbedding(config.head_dim, config.rope_theta) if rotary else None
+        self.layers = nn.ModuleList(ScratchformerBlock(config, i, is_causal=self.is_causal,
+                                                       cross_attention=stack == "decoder") for i in range(num_layers))
         # Pre-norm leaves the residual stream unnormalised, so it gets one last LayerNorm; post-norm already ends in one.
-        self.final_norm = (
-            nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-            if config.norm_placement == "pre"
-            else nn.Identity()
-        )
+        pre_norm = config.norm_placement == "pre"
+        self.final_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if pre_norm else nn.Identity()
         self.gradient_checkpointing = False
         self.post_init()
 
@@ -462,28 +426,18 @@ class ScratchformerModel(ScratchformerPreTrainedModel):
     @accepts_either_cache_name
     @merge_with_config_defaults
     @capture_outputs
-    def forward(
-        self,
-        input_ids: torch.LongTensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.LongTensor | None = None,
-        cache: Cache | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        use_cache: bool | None = None,
-        encoder_hidden_states: torch.Tensor | None = None,
-        encoder_attention_mask: torch.Tensor | None = None,
-        output_positions: torch.LongTensor | None = None,
-        **kwargs,
-    ) -> BaseModelOutputWithPast:
+    def forward(self, input_ids: torch.LongTensor | None = None, attention_mask: torch.Tensor | None = None,
+                position_ids: torch.LongTensor | None = None, cache: Cache | None = None,
+                inputs_embeds: torch.Tensor | None = None, use_cache: bool | None = None,
+                encoder_hidden_states: torch.Tensor | None = None, encoder_attention_mask: torch.Tensor | None = None,
+                output_positions: torch.LongTensor | None = None, **kwargs) -> BaseModelOutputWithPast:
         """`encoder_hidden_states` / `encoder_attention_mask`: the source, for a decoder stack's cross-attention.
         `output_positions` ([B], bidirectional stacks): return only the token at this position of each row,
         last_hidden_state [B, 1, C]; the last block then skips the rest (what first/last-token pooling reads)."""
         if use_cache and cache is None and self.is_causal:  # an encoder sees the whole sequence at once: no cache
-            cache = (
-                EncoderDecoderCache(DynamicCache(config=self.config), DynamicCache(config=self.config))
-                if self.stack == "decoder"
-                else DynamicCache(config=self.config)
-            )
+            cache = DynamicCache(config=self.config)
+            if self.stack == "decoder":  # its own past, and the source's keys/values for cross-attention
+                cache = EncoderDecoderCache(cache, DynamicCache(config=self.config))
         paged = is_paged_cache(cache)  # continuous batching: many requests in one row, no one past length
         past_length = cache.get_seq_length() if cache is not None and not paged else 0
         check_inputs(self, input_ids, inputs_embeds, attention_mask, position_ids, output_positions, cache,
@@ -549,12 +503,8 @@ class ScratchformerDecoder(ScratchformerModel):
         "attentions": OutputRecorder(ScratchformerAttention, index=1, layer_name="attention"),
         "cross_attentions": OutputRecorder(ScratchformerAttention, index=1, layer_name="cross_attention"),
     }
-    _tp_plan = {  # the config's base plan covers self-attention and the MLP
-        "layers.*.cross_attention.q_proj": "colwise",
-        "layers.*.cross_attention.k_proj": "colwise",
-        "layers.*.cross_attention.v_proj": "colwise",
-        "layers.*.cross_attention.o_proj": "rowwise",
-    }
+    _tp_plan = {f"layers.*.cross_attention.{name}": "rowwise" if name == "o_proj" else "colwise"
+                for name in ("q_proj", "k_proj", "v_proj", "o_proj")}  # the config's plan: self-attention, MLP
 
     def __init__(self, config: ScratchformerConfig):
         super().__init__(config, stack="decoder")
@@ -610,18 +560,11 @@ class ScratchformerForCausalLM(ScratchformerPreTrainedModel, GenerationMixin):
 
     @accepts_either_cache_name
     @can_return_tuple
-    def forward(
-        self,
-        input_ids: torch.LongTensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.LongTensor | None = None,
-        cache: Cache | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        labels: torch.LongTensor | None = None,
-        use_cache: bool | None = None,
-        logits_to_keep: int | torch.Tensor = 0,
-        **kwargs,
-    ) -> CausalLMOutputWithPast:
+    def forward(self, input_ids: torch.LongTensor | None = None, attention_mask: torch.Tensor | None = None,
+                position_ids: torch.LongTensor | None = None, cache: Cache | None = None,
+                inputs_embeds: torch.Tensor | None = None, labels: torch.LongTensor | None = None,
+                use_cache: bool | None = None, logits_to_keep: int | torch.Tensor = 0,
+                **kwargs) -> CausalLMOutputWithPast:
         """`labels` are the input ids themselves (shifted inside the loss); -100 marks ignored positions."""
         outputs = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
                              inputs_embeds=inputs_embeds, use_cache=use_cache, **kwargs)
@@ -655,15 +598,9 @@ class ScratchformerForSequenceClassification(ScratchformerPreTrainedModel):
         fit_ngram_path(self, input_ids, labels, smoothing, tokenizer, kind)
 
     @can_return_tuple
-    def forward(
-        self,
-        input_ids: torch.LongTensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.LongTensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        labels: torch.LongTensor | None = None,
-        **kwargs,
-    ) -> SequenceClassifierOutput:
+    def forward(self, input_ids: torch.LongTensor | None = None, attention_mask: torch.Tensor | None = None,
+                position_ids: torch.LongTensor | None = None, inputs_embeds: torch.Tensor | None = None,
+                labels: torch.LongTensor | None = None, **kwargs) -> SequenceClassifierOutput:
         """`labels`: class ids (single-label), floats (regression, num_labels=1) or multi-hot floats (multi-label)."""
         # The n-gram path reads the whole input; only the Transformer's input is cut to its positions.
         ngram_logits = None
@@ -672,10 +609,9 @@ class ScratchformerForSequenceClassification(ScratchformerPreTrainedModel):
                 raise ValueError("ngram_buckets: the n-gram path reads input_ids; inputs_embeds alone cannot feed it")
             ngram_logits = self.ngram_logits(input_ids, attention_mask)  # [B, num_labels]
         if self.config.classifier_head_tokens is not None and input_ids is not None:
-            input_ids, attention_mask = keep_head_and_tail(
-                input_ids, attention_mask, self.config.max_position_embeddings, self.config.classifier_head_tokens,
-                self.config.pad_token_id,
-            )
+            input_ids, attention_mask = keep_head_and_tail(input_ids, attention_mask,
+                                                           self.config.max_position_embeddings,
+                                                           self.config.classifier_head_tokens, self.config.pad_token_id)
         # speed: first/last-token pooling has the last block compute only that token, [B, 1, C] (unpadding.py)
         keep = pooled_token_mask(self.config, input_ids, inputs_embeds, attention_mask, kwargs)
         positions = None if keep is None else pooled_positions(keep, self.config.classifier_pooling)  # [B]
@@ -689,9 +625,8 @@ class ScratchformerForSequenceClassification(ScratchformerPreTrainedModel):
         loss = None
         if labels is not None:
             loss = self.loss_function(labels=labels, pooled_logits=logits, config=self.config, **kwargs)
-        return SequenceClassifierOutput(
-            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
-        )
+        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
+                                        attentions=outputs.attentions)
 
 
 class ScratchformerMaskedLMHead(nn.Module):
@@ -728,15 +663,9 @@ class ScratchformerForMaskedLM(ScratchformerPreTrainedModel):
         self.mlm_head.decoder = new_embeddings
 
     @can_return_tuple
-    def forward(
-        self,
-        input_ids: torch.LongTensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.LongTensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        labels: torch.LongTensor | None = None,
-        **kwargs,
-    ) -> MaskedLMOutput:
+    def forward(self, input_ids: torch.LongTensor | None = None, attention_mask: torch.Tensor | None = None,
+                position_ids: torch.LongTensor | None = None, inputs_embeds: torch.Tensor | None = None,
+                labels: torch.LongTensor | None = None, **kwargs) -> MaskedLMOutput:
         """`labels`: the original ids at masked positions and -100 everywhere else."""
         outputs = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                              inputs_embeds=inputs_embeds, use_cache=False, **kwargs)
@@ -756,10 +685,8 @@ class ScratchformerForMaskedLM(ScratchformerPreTrainedModel):
 def shift_tokens_right(labels: torch.Tensor, pad_token_id: int | None, decoder_start_token_id: int | None) -> torch.Tensor:
     """Decoder inputs from labels (teacher forcing): start token, then the labels minus their last token."""
     if decoder_start_token_id is None:
-        raise ValueError(
-            "config.decoder_start_token_id is not set: the decoder needs a first token to start from "
-            "(e.g. the tokenizer's bos_token_id)"
-        )
+        raise ValueError("config.decoder_start_token_id is not set: the decoder needs a first token to start from "
+                         "(e.g. the tokenizer's bos_token_id)")
     if pad_token_id is None:
         raise ValueError("config.pad_token_id is not set: it replaces the ignored (-100) label positions")
     shifted = labels.new_full(labels.shape, decoder_start_token_id)
@@ -781,10 +708,8 @@ class ScratchformerForConditionalGeneration(ScratchformerPreTrainedModel, Genera
 
     def __init__(self, config: ScratchformerConfig):
         if not config.is_encoder_decoder:
-            raise ValueError(
-                "ScratchformerForConditionalGeneration needs ScratchformerConfig(is_encoder_decoder=True, "
-                "decoder_start_token_id=...)"
-            )
+            raise ValueError("ScratchformerForConditionalGeneration needs ScratchformerConfig(is_encoder_decoder=True, "
+                             "decoder_start_token_id=...)")
         super().__init__(config)
         self.encoder = ScratchformerModel(config, stack="encoder")
         self.decoder = ScratchformerDecoder(config)
@@ -813,64 +738,44 @@ class ScratchformerForConditionalGeneration(ScratchformerPreTrainedModel, Genera
 
     @accepts_either_cache_name
     @can_return_tuple
-    def forward(
-        self,
-        input_ids: torch.LongTensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        decoder_input_ids: torch.LongTensor | None = None,
-        decoder_attention_mask: torch.Tensor | None = None,
-        encoder_outputs: BaseModelOutput | tuple | None = None,
-        cache: Cache | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        decoder_inputs_embeds: torch.Tensor | None = None,
-        labels: torch.LongTensor | None = None,
-        use_cache: bool | None = None,
-        logits_to_keep: int | torch.Tensor = 0,
-        **kwargs,
-    ) -> Seq2SeqLMOutput:
+    def forward(self, input_ids: torch.LongTensor | None = None, attention_mask: torch.Tensor | None = None,
+                decoder_input_ids: torch.LongTensor | None = None, decoder_attention_mask: torch.Tensor | None = None,
+                encoder_outputs: BaseModelOutput | tuple | None = None, cache: Cache | None = None,
+                inputs_embeds: torch.Tensor | None = None, decoder_inputs_embeds: torch.Tensor | None = None,
+                labels: torch.LongTensor | None = None, use_cache: bool | None = None,
+                logits_to_keep: int | torch.Tensor = 0, **kwargs) -> Seq2SeqLMOutput:
         """`input_ids`: the source; `labels`: the target ids (-100 ignored), from which the decoder inputs are made
         when `decoder_input_ids` is not given; `encoder_outputs`: a source already encoded (reused, not re-run)."""
         if labels is not None:
             use_cache = False  # teacher forcing sees the whole target at once
             if decoder_input_ids is None and decoder_inputs_embeds is None:
-                decoder_input_ids = shift_tokens_right(
-                    labels, self.config.pad_token_id, self.config.decoder_start_token_id
-                )
+                decoder_input_ids = shift_tokens_right(labels, self.config.pad_token_id,
+                                                       self.config.decoder_start_token_id)
             if decoder_attention_mask is None:  # speed: the decoder skips the target padding (unpadding.py)
                 decoder_attention_mask = target_padding_mask(labels)
         if encoder_outputs is None:
-            encoder_outputs = self.encoder(
-                input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, **kwargs
-            )
+            encoder_outputs = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
+                                           inputs_embeds=inputs_embeds, **kwargs)
         elif isinstance(encoder_outputs, (tuple, list)):  # e.g. from return_dict=False
             encoder_outputs = BaseModelOutput(*encoder_outputs)
         if decoder_input_ids is None and decoder_inputs_embeds is None:
             raise ValueError("Pass labels or decoder_input_ids (or decoder_inputs_embeds): the decoder needs inputs")
-        decoder_outputs = self.decoder(
-            input_ids=decoder_input_ids,
-            attention_mask=decoder_attention_mask,
-            inputs_embeds=decoder_inputs_embeds,
-            encoder_hidden_states=encoder_outputs.last_hidden_state,
-            encoder_attention_mask=attention_mask,
-            cache=cache,
-            use_cache=use_cache,
-            **kwargs,
-        )
+        decoder_outputs = self.decoder(input_ids=decoder_input_ids, attention_mask=decoder_attention_mask,
+                                       inputs_embeds=decoder_inputs_embeds,
+                                       encoder_hidden_states=encoder_outputs.last_hidden_state,
+                                       encoder_attention_mask=attention_mask, cache=cache, use_cache=use_cache,
+                                       **kwargs)
         hidden_states = slice_logits_to_keep(decoder_outputs.last_hidden_state, logits_to_keep)  # [B, L, C]
         # logits = lm_head(h) [B, L, V]; loss = loss_function(logits, labels), already aligned (shift_tokens_right).
         # speed: on CPU, one fused pass for both in training (linear_cross_entropy.py chooses)
         logits, loss = output_logits_and_loss(self, hidden_states, labels, next_token_labels=False, **kwargs)
-        return Seq2SeqLMOutput(
-            loss=loss,
-            logits=logits,
-            **cache_field(cache_of(decoder_outputs)),
-            decoder_hidden_states=decoder_outputs.hidden_states,
-            decoder_attentions=decoder_outputs.attentions,
-            cross_attentions=decoder_outputs.cross_attentions,
-            encoder_last_hidden_state=encoder_outputs.last_hidden_state,
-            encoder_hidden_states=encoder_outputs.hidden_states,
-            encoder_attentions=encoder_outputs.attentions,
-        )
+        return Seq2SeqLMOutput(loss=loss, logits=logits, **cache_field(cache_of(decoder_outputs)),
+                               decoder_hidden_states=decoder_outputs.hidden_states,
+                               decoder_attentions=decoder_outputs.attentions,
+                               cross_attentions=decoder_outputs.cross_attentions,
+                               encoder_last_hidden_state=encoder_outputs.last_hidden_state,
+                               encoder_hidden_states=encoder_outputs.hidden_states,
+                               encoder_attentions=encoder_outputs.attentions)
 
     def _reorder_cache(self, cache: EncoderDecoderCache, beam_idx: torch.LongTensor) -> EncoderDecoderCache:
         """Beam search: follow the surviving beams in the decoder's own keys/values. The cross-attention keys/values
@@ -883,13 +788,6 @@ class ScratchformerForConditionalGeneration(ScratchformerPreTrainedModel, Genera
         return shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
 
 
-__all__ = [
-    "ScratchformerPreTrainedModel",
-    "ScratchformerModel",
-    "ScratchformerForCausalLM",
-    "ScratchformerForSequenceClassification",
-    "ScratchformerForMaskedLM",
-    "ScratchformerDecoder",
-    "ScratchformerForConditionalGeneration",
-    "shift_tokens_right",
-]
+__all__ = ["ScratchformerPreTrainedModel", "ScratchformerModel", "ScratchformerForCausalLM",
+           "ScratchformerForSequenceClassification", "ScratchformerForMaskedLM", "ScratchformerDecoder",
+           "ScratchformerForConditionalGeneration", "shift_tokens_right"]
