@@ -5,7 +5,8 @@ Usage: python -m bench.attention_cpu [--lengths 8,16,32,64,128] [--batch-heads 2
 For each key length L it times, on [B*H, L, D] queries/keys/values with a padding mask:
     sdpa     torch.nn.functional.scaled_dot_product_attention (on CPU: a flash kernel)
     eager    scratchformer's eager_attention_forward (scores -> mask -> softmax -> weighted sum)
-forward only and forward + backward, in microseconds per call. It runs twice, each in a fresh process: as torch
+forward only and forward + backward, in microseconds per call (bench.harness.seconds_per_call: the mean over about
+--seconds of calls, after 3 warm-up calls). It runs twice, each in a fresh process: as torch
 starts, and after torch.set_num_threads(torch.get_num_threads()) - which on the 2-core dev machine is not a no-op
 (see bench/NOTES.md, "Attention on CPU").
 """
@@ -14,26 +15,15 @@ import argparse
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
 
+from bench.harness import seconds_per_call
 from scratchformer.modeling_scratchformer import eager_attention_forward
 from training import resume
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def per_call_us(fn, seconds: float) -> float:
-    """Mean microseconds per call of fn over about `seconds` (after 3 warm-up calls)."""
-    for _ in range(3):
-        fn()
-    calls, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        fn()
-        calls += 1
-    return (time.perf_counter() - start) / calls * 1e6
 
 
 def measure(lengths: list[int], batch_heads: int, head_dim: int, seconds: float) -> list[dict]:
@@ -54,9 +44,9 @@ def measure(lengths: list[int], batch_heads: int, head_dim: int, seconds: float)
         row = {"length": length}
         for name, attend in attentions.items():
             with torch.no_grad():
-                row[f"{name}_forward_us"] = per_call_us(attend, seconds)
+                row[f"{name}_forward_us"] = seconds_per_call(attend, seconds=seconds) * 1e6
             grad = torch.randn_like(attend())
-            row[f"{name}_train_us"] = per_call_us(lambda: attend().backward(grad), seconds)
+            row[f"{name}_train_us"] = seconds_per_call(lambda: attend().backward(grad), seconds=seconds) * 1e6
         rows.append(row)
     return rows
 

@@ -6,7 +6,8 @@ Usage: python -m bench.linear_cross_entropy [--rows 4096] [--hidden 128,256] [--
 Plain is what transformers computes: logits = h @ W^T, then cross_entropy (ForCausalLMLoss), then backward.
 Chunked is scratchformer.linear_cross_entropy with softmax chunks of `chunk-rows` rows (the package's default is
 CHUNK_ELEMENTS / vocab). Rows are 4096 (batch 16 x 256 tokens, the `cpu-small` LM step) with 1 in 50 labels ignored.
-Each pair times plain, chunked, chunked, plain (ABBA); the speedup is the median of per-pair ratios plain / chunked.
+Each pair times plain, chunked, chunked, plain (ABBA: two of bench.harness.abba_ratios' alternating pairs), each
+sample 2 calls after 3 warm-up calls; the speedup is the median over pairs of plain's time / chunked's time.
 """
 
 import argparse
@@ -17,7 +18,7 @@ from pathlib import Path
 import torch
 
 import scratchformer.linear_cross_entropy as chunked
-from bench.output_layer_cpu import ms_per_call
+from bench.harness import abba_ratios
 
 
 def compare(rows: int, hidden: int, vocab: int, chunk_rows: int, pairs: int) -> dict:
@@ -37,10 +38,10 @@ def compare(rows: int, hidden: int, vocab: int, chunk_rows: int, pairs: int) -> 
     chunked.CHUNK_ELEMENTS = chunk_rows * vocab
     times, ratios = {"plain": [], "chunked": []}, []
     for _ in range(pairs):
-        a1, b1, b2, a2 = (ms_per_call(fn, 2) for fn in (plain, fused, fused, plain))
-        times["plain"] += [a1, a2]
-        times["chunked"] += [b1, b2]
-        ratios.append((a1 + a2) / (b1 + b2))
+        _, plain_s, chunked_s = abba_ratios(plain, fused, calls=2, pairs=2, warmup_calls=3)  # plain chunked chunked plain
+        times["plain"] += [seconds / 2 * 1e3 for seconds in plain_s]
+        times["chunked"] += [seconds / 2 * 1e3 for seconds in chunked_s]
+        ratios.append(sum(plain_s) / sum(chunked_s))
     return {"plain_ms": statistics.median(times["plain"]), "chunked_ms": statistics.median(times["chunked"]),
             "speedup": statistics.median(ratios)}
 

@@ -4,14 +4,15 @@ Usage: python -m bench.lm_budget [--preset cpu-small] [--budget-s 600] [--learni
                                  [--grid-budget-s 90] [--json PATH] [--output-dir DIR] [--set KEY=VALUE ...]
 
 Both models get the same IMDb train blocks, the same tokenizer (trained on the train split by the LM recipe's own
-code), the same dimensions (hidden size, layers, heads, MLP width, vocabulary, block length), dropout, batch size,
-optimizer (the preset's: AdamW, or Muon on the hidden matrices) and linear schedule. What differs is the
-architecture each side chooses (ours: the preset's positions, pre-norm; GPT-2: learned positions, pre-norm) and its
-speed.
+code), the same dimensions (hidden size, layers, heads, MLP width, vocabulary, block length; GPT-2's config is
+bench.models.gpt2_config of the preset's own), dropout, batch size, optimizer (the preset's: AdamW, or Muon on the
+hidden matrices) and linear schedule. What differs is the architecture each side chooses (ours: the preset's
+positions, pre-norm; GPT-2: learned positions, pre-norm) and its speed.
 
-Budget: both models first take training steps on real batches back to back (ABBA) to measure GPT-2's seconds per
-step and the speed ratio; GPT-2 then trains for as many steps as fit in a budget, ours for that many times the speed
-ratio, each with a complete warm-up + decay schedule (a faster model gets more steps).
+Budget: both models first take training steps on real batches back to back (bench.harness.abba_ratios, one step per
+sample) to measure GPT-2's seconds per step and the speed ratio; GPT-2 then trains for as many steps as fit in a
+budget, ours for that many times the speed ratio, each with a complete warm-up + decay schedule (a faster model gets
+more steps).
 
 Learning rate: each side takes its own best from the same grid, chosen on validation bits per byte after
 --grid-budget-s of training each; then each trains for --budget-s at its best, and bits per byte is measured on the
@@ -21,13 +22,14 @@ better; the issue's target is <= 0.95).
 """
 
 import statistics
-import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
-from transformers import DataCollatorForLanguageModeling, GPT2Config, GPT2LMHeadModel, Trainer, set_seed
+from transformers import DataCollatorForLanguageModeling, GPT2LMHeadModel, Trainer, set_seed
 
+from bench.harness import abba_ratios, timed
+from bench.models import gpt2_config
 from scratchformer import ScratchformerForCausalLM
 from training import cli, common, optimizers, publishing, resume
 from training.lm import PRESETS, bits_per_byte, prepare_data, read_data
@@ -35,55 +37,31 @@ from training.lm import PRESETS, bits_per_byte, prepare_data, read_data
 CALIBRATION_PAIRS = 10  # back-to-back (ours, theirs) steps, alternating which goes first
 
 
-def gpt2_like(tokenizer, preset: cli.Preset) -> GPT2Config:
-    """GPT-2 with the preset's dimensions and dropout; exact GELU as ours uses."""
-    return GPT2Config(
-        vocab_size=len(tokenizer),
-        n_positions=preset.max_length,
-        n_embd=preset.hidden_size,
-        n_layer=preset.num_hidden_layers,
-        n_head=preset.num_attention_heads,
-        n_inner=preset.intermediate_size,
-        activation_function="gelu",
-        resid_pdrop=preset.dropout,
-        embd_pdrop=preset.dropout,
-        attn_pdrop=preset.attention_dropout,
-        tie_word_embeddings=True,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-
-
 def build(side: str, tokenizer, preset: cli.Preset, seed: int):
     """A freshly initialised LM: "ours" (the LM recipe's model) or "theirs" (GPT-2), SDPA attention."""
     set_seed(seed)
-    if side == "ours":
-        model = ScratchformerForCausalLM(common.model_config(tokenizer, preset, is_decoder=True))
-    else:
-        model = GPT2LMHeadModel(gpt2_like(tokenizer, preset))
+    config = common.model_config(tokenizer, preset, is_decoder=True)
+    model = ScratchformerForCausalLM(config) if side == "ours" else GPT2LMHeadModel(gpt2_config(config))
     model.set_attn_implementation("sdpa")
     return model
 
 
 def calibrate(models: dict, batches: list[dict]) -> tuple[float, float]:
-    """(GPT-2's median seconds per training step, median of per-pair speed ratios ours/theirs), timed in ABBA order.
+    """(GPT-2's median seconds per training step, median of per-pair speed ratios ours/theirs), timed in ABBA order,
+    one step on batches[i] per side in pair i.
 
     The ratio of back-to-back pairs, not two separate medians, sets the budgets: load from other processes shifts
-    both sides of a pair alike, so it cancels in the ratio (bench/speed.py uses the same protocol)."""
+    both sides of a pair alike, so it cancels in the ratio (bench.harness's protocol)."""
     optimizers = {side: torch.optim.AdamW(m.parameters(), lr=1e-4) for side, m in models.items()}
     for side in models:  # warm-up, untimed
         step(models[side], optimizers[side], batches[0])
-    theirs_times, ratios = [], []
-    for index, batch in enumerate(batches):
-        order = ("ours", "theirs") if index % 2 == 0 else ("theirs", "ours")
-        seconds = {}
-        for side in order:
-            start = time.perf_counter()
-            step(models[side], optimizers[side], batch)
-            seconds[side] = time.perf_counter() - start
-        theirs_times.append(seconds["theirs"])
-        ratios.append(seconds["theirs"] / seconds["ours"])
+
+    def steps(side: str):
+        """One training step of `side` per call, on the next of the batches."""
+        queue = iter(batches)
+        return lambda: step(models[side], optimizers[side], next(queue))
+
+    ratios, _, theirs_times = abba_ratios(steps("ours"), steps("theirs"), calls=1, pairs=len(batches))
     return statistics.median(theirs_times), statistics.median(ratios)
 
 
@@ -107,9 +85,7 @@ def train(side: str, args, preset, tokenizer, packed, max_steps: int, work):
         processing_class=tokenizer,
         optimizers=(optimizers.optimizer_for(model, preset), None),
     )
-    start = time.perf_counter()
-    trainer.train()
-    return model, time.perf_counter() - start
+    return model, timed(trainer.train, 1)
 
 
 def measure(model, tokenizer, texts, preset) -> dict:

@@ -4,19 +4,19 @@ that a second pass reads the on-disk cache instead of tokenizing again.
     python -m bench.lm_tokenize CORPUS.txt TOKENIZER_DIR [--num-proc 1 2] [--json PATH]
 
 CORPUS.txt is read as the recipe reads a .txt file (a document per line) into a fresh cache folder; TOKENIZER_DIR is
-a saved tokenizer (e.g. RUN/work/tokenizer of a training.lm run). Peak memory of a whole run is measured on the
+a saved tokenizer (e.g. RUN/work/tokenizer of a training.lm run). Each pass is one bench.harness.timed call. Peak memory of a whole run is measured on the
 recipe itself (training/NOTES.md: `/usr/bin/time -v python -m training.lm ...`).
 """
 
 import argparse
 import json
 import tempfile
-import time
 from pathlib import Path
 
 import datasets
 from transformers import AutoTokenizer
 
+from bench.harness import timed
 from training.lm import tokenize
 
 
@@ -33,12 +33,11 @@ def main(argv=None) -> int:
     for num_proc in args.num_proc:
         with tempfile.TemporaryDirectory() as cache:
             corpus = datasets.load_dataset("text", data_files=str(args.corpus), split="train", cache_dir=cache)
-            start = time.perf_counter()
-            tokenize(tokenizer, corpus, num_proc=num_proc if num_proc > 1 else None)
-            first = time.perf_counter() - start
-            start = time.perf_counter()
-            tokenize(tokenizer, corpus, num_proc=num_proc if num_proc > 1 else None)
-            cached = time.perf_counter() - start
+            def tokenize_corpus():
+                tokenize(tokenizer, corpus, num_proc=num_proc if num_proc > 1 else None)
+
+            first = timed(tokenize_corpus, 1)
+            cached = timed(tokenize_corpus, 1)  # the second pass reads the on-disk cache
         results.append({"num_proc": num_proc, "megabytes": round(megabytes, 1), "seconds": round(first, 1),
                         "mb_per_s": round(megabytes / first, 2), "cached_pass_s": round(cached, 2)})
         print(f"num_proc {num_proc}: {megabytes:.1f} MB in {first:.1f} s = {megabytes / first:.2f} MB/s; "

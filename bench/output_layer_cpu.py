@@ -6,7 +6,8 @@ Usage: python -m bench.output_layer_cpu [--rows 1,4,8,16,32,64,256,1024] [--hidd
                                        [--repeats 5] [--json PATH]
 
 h is [rows, hidden] (a decoding step has one row per sequence), W is the [vocab, hidden] tied embedding table. Each
-layout runs `repeats` rounds of timed calls, alternating; the median round is reported, forward only (no
+layout runs `repeats` rounds of timed calls (bench.harness.seconds_per_call, after 3 warm-up calls), alternating; the
+median round is reported, forward only (no
 gradients: what scratchformer.cpu_kernels.output_layer_logits changes). "compiled sum" is torch.compile (inductor) of
 (h[:, None, :] * W).sum(-1), timed with its call overhead (one compiled call, as in a decoding step's graph it is one
 kernel among others).
@@ -15,22 +16,12 @@ kernel among others).
 import argparse
 import json
 import statistics
-import time
 from pathlib import Path
 
 import torch
 
+from bench.harness import seconds_per_call
 from scratchformer.cpu_kernels import cpu_rows_times_weight_t
-
-
-def ms_per_call(fn, calls: int) -> float:
-    """Milliseconds per call over `calls` calls, after 3 warm-up calls."""
-    for _ in range(3):
-        fn()
-    start = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    return (time.perf_counter() - start) / calls * 1e3
 
 
 def compare(rows: int, hidden: int, vocab: int, repeats: int) -> dict:
@@ -49,7 +40,7 @@ def compare(rows: int, hidden: int, vocab: int, repeats: int) -> dict:
     rounds = {name: [] for name in layouts}
     for _ in range(repeats):
         for name, fn in layouts.items():
-            rounds[name].append(ms_per_call(fn, calls))
+            rounds[name].append(seconds_per_call(fn, calls) * 1e3)
     result = {name: statistics.median(times) for name, times in rounds.items()}
     result["speedup"] = result["linear"] / result["weight_first"]
     result["onednn_speedup"] = result["linear"] / result["onednn"]

@@ -20,9 +20,9 @@ Reported per configuration (table on stdout, JSON at --out): requests/s and gene
 start seconds, and `correct`: how many answers equal greedy generate() of the same weights on that prompt alone
 (decoded as tests/tools/test_serve.py does). The exit status is 1 if any answer differs, or a configuration served none.
 
-Models: bench/speed.py's sizes (`small` = the cpu-small preset: hidden 128, 2 layers, 4 heads, MLP 512, 256
+Models: bench/models.py's sizes (`small` = the cpu-small preset: hidden 128, 2 layers, 4 heads, MLP 512, 256
 positions; `tiny` = its quick size with 128 positions, for smoke runs), fp32, learned positions, tied embeddings, exact GELU, SDPA, the
-tokenizer's vocabulary; GPT2LMHeadModel gets the same dimensions (bench.speed.gpt2_config). The end-of-sequence
+tokenizer's vocabulary; GPT2LMHeadModel gets the same dimensions (bench.models.gpt2_config). The end-of-sequence
 token is disabled, so every answer is --new-tokens long. Special tokens and the byte tokens that are not printable
 ASCII get a zero embedding row: with tied weights their logit is 0, below the largest of the others, so greedy text
 is plain ASCII that decodes the same whole or streamed.
@@ -52,13 +52,13 @@ from tempfile import TemporaryDirectory
 import torch
 import transformers
 
-from bench.speed import QUICK_SIZES, SIZES, build_model
+from bench.models import QUICK_SIZES, SIZES, build_model
 from scratchformer import train_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("scratchformer", "gpt2")
 MODES = ("plain", "cb")
-SIDE = {"scratchformer": "ours", "gpt2": "theirs"}  # bench.speed.build_model's names
+SIDE = {"scratchformer": "ours", "gpt2": "theirs"}  # bench.models.build_model's names
 
 WORDS = ("the film was a great story with fine acting and a dull plot but i loved every minute of it so "
          "honestly overall the camera work is well done and the music moves a small town family").split()
@@ -265,7 +265,7 @@ def main(argv=None) -> int:
     models, modes = args.models.split(","), args.modes.split(",")
     if not set(models) <= set(MODELS) or not set(modes) <= set(MODES):
         parser.error(f"--models from {MODELS}, --modes from {MODES}")
-    # tiny: bench.speed's quick size, with room for the longest prompt and answer
+    # tiny: bench.models' quick size, with room for the longest prompt and answer
     size = SIZES["small"] if args.size == "small" else replace(QUICK_SIZES["small"], seq_len=128)
     started = time.time()
 

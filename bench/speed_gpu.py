@@ -4,9 +4,9 @@ Usage: python -m bench.speed_gpu [--sizes large,gpu] [--json PATH] [--quick] [--
                                  [--no-compile] [--compile-backend B]
 
 A one-off companion of bench/speed.py (the CPU benchmark), meant for a short run on a lent H200. It reuses that
-module's models (identical dimensions, SDPA attention, dropout 0.1, exact GELU), batches, fused AdamW, generate()
-settings and paired protocol (ABBA ours/theirs, plus theirs/theirs for the noise floor; median of per-pair ratios):
-read bench/speed.py's docstring for those. What differs here:
+module's batches, fused AdamW and generate() settings, bench/models.py's models (identical dimensions, SDPA attention,
+dropout 0.1, exact GELU) and bench/harness.py's paired protocol (ABBA ours/theirs, plus theirs/theirs for the noise
+floor; median of per-pair ratios): read their docstrings for those. What differs here:
 
     device      cuda when available, else cpu (only with --quick: a CPU smoke run that takes every code path but
                 torch.compile's, which --compile-backend eager covers cheaply); models and batches are moved to it
@@ -19,18 +19,19 @@ read bench/speed.py's docstring for those. What differs here:
                 sides (no compiled-vs-eager pairs: the time is short); compile_s is each model's first call
     memory      per training comparison and side: torch.cuda.max_memory_allocated over one warm step, after
                 reset_peak_memory_stats; the step's peak over what was allocated before it, plus the bytes of the
-                weights, AdamW state and batch (on CPU: bench.speed's profiled step peak instead)
+                weights, AdamW state and batch (on CPU: bench.harness's profiled step peak instead)
     MFU         tokens/s x bench.speed.train_flops_per_token / 989e12 FLOP/s, the H200's dense bf16 peak as its
                 datasheet gives it (a spec, not measured here; ~790 TFLOP/s was measured on random 8192^3 bf16
                 products on such a machine). On CPU the same nominal peak: the numbers only check the code path.
     loss path   ours' LM loss on CUDA must take the plain output layer + transformers' loss, not the chunked CPU
                 pass (scratchformer.linear_cross_entropy.fused_loss_applies False): recorded from a real step
 
-Sizes: "large" is bench.speed's; "gpu" has training/lm.py's "gpu" preset dimensions (vocab 16000, hidden 512,
-6 layers, 8 heads, MLP 2048, 512 tokens, batch 64) with learned positions on both sides (the preset trains rotary
-ones; GPT-2 has none). Phases run eager for every size first, then compiled, and the JSON is rewritten after each
-comparison, so a run cut short by a time limit still leaves what it measured ("complete": false); a part that
-fails (training or decoding of one size and phase) is recorded under the size's "errors" and the others still run.
+Sizes (bench.models.GPU_SIZES): "large" is bench.speed's; "gpu" has training/lm.py's "gpu" preset dimensions (vocab
+16000, hidden 512, 6 layers, 8 heads, MLP 2048, 512 tokens, batch 64) with learned positions on both sides (the
+preset trains rotary ones; GPT-2 has none). Phases run eager for every size first, then compiled, and the JSON is
+rewritten after each comparison, so a run cut short by a time limit still leaves what it measured ("complete":
+false); a part that fails (training or decoding of one size and phase) is recorded under the size's "errors" and the
+others still run.
 """
 
 from __future__ import annotations
@@ -49,17 +50,13 @@ import torch
 import transformers
 
 import scratchformer.linear_cross_entropy as loss_paths
-from bench import speed
-from bench.speed import DECODE_BATCHES, DROPOUT, SIDES, Protocol, Size, log
+from bench import harness, models, speed
+from bench.harness import Protocol, log, synced
+from bench.models import DROPOUT, GPU_SIZES, QUICK_SIZES, SIDES, Size
+from bench.speed import DECODE_BATCHES
 
 H200_BF16_PEAK_FLOPS = 989e12  # dense bf16 tensor-core peak of the H200 SXM (datasheet; not measured)
 
-SIZES = {
-    "large": speed.SIZES["large"],
-    # training/lm.py's "gpu" preset: vocab 16000, hidden 512, 6 layers, 8 heads, MLP 2048, 512-token blocks, batch 64.
-    "gpu": Size(16000, 512, 6, 8, 2048, 512, 64, prompt_len=32, new_tokens=64),
-}
-QUICK_SIZES = speed.QUICK_SIZES
 # A GPU step is steady, and the lease is short: fewer and shorter samples than bench.speed's CPU protocol.
 GPU_PROTOCOL = Protocol(pairs=4, sample_seconds=0.25, warmup_seconds=0.25, peak_seconds=0.0)
 TASKS = (("cls", "train_cls"), ("lm", "train_lm"))
@@ -68,18 +65,6 @@ TASKS = (("cls", "train_cls"), ("lm", "train_lm"))
 # ----------------------------------------------------------------------------------------------------------------
 # bench.speed's building blocks on a device
 # ----------------------------------------------------------------------------------------------------------------
-
-
-def synced(fn: Callable[[], None], device: torch.device) -> Callable[[], None]:
-    """fn, then (on CUDA) a wait for its kernels: the timers then see the work, not its launch."""
-    if device.type != "cuda":
-        return fn
-
-    def run() -> None:
-        fn()
-        torch.cuda.synchronize(device)
-
-    return run
 
 
 class Autocast:
@@ -103,8 +88,8 @@ def on_device(tensors: dict[str, torch.Tensor], device: torch.device) -> dict[st
 
 
 def build(side: str, task: str, size: Size, device: torch.device, compile_backend: str | None = None):
-    """speed.build_model on the device, compiled with `compile_backend` when given."""
-    model = speed.build_model(side, task, size).to(device)
+    """models.build_model on the device, compiled with `compile_backend` when given."""
+    model = models.build_model(side, task, size).to(device)
     return torch.compile(model, backend=compile_backend) if compile_backend else model
 
 
@@ -122,7 +107,7 @@ def step_memory(
 ) -> dict:
     """Bytes of one warm training step (the AdamW state exists): its peak over what was allocated before it
     (torch.cuda.max_memory_allocated after reset_peak_memory_stats), and the weights + AdamW state + batch."""
-    resident = speed.resident_bytes(model, optimizer, batch)
+    resident = harness.resident_bytes(model, optimizer, batch)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -131,7 +116,7 @@ def step_memory(
         max_allocated = torch.cuda.max_memory_allocated(device)
         step_peak = max_allocated - before
     else:
-        step_peak, max_allocated = speed.profiled_peak_bytes(step), None
+        step_peak, max_allocated = harness.profiled_peak_bytes(step), None
     # max_allocated counts every model alive on the device (three per comparison); step_peak is this step's own.
     return {"resident_bytes": resident, "step_peak_bytes": step_peak, "total_bytes": resident + step_peak,
             "max_allocated_bytes": max_allocated}
@@ -183,11 +168,9 @@ class Run:
 
 
 def timed_comparison(fns: list[Callable[[], None]], work: float, protocol: Protocol, compiled: bool) -> dict:
-    """speed.compare of ours / theirs / theirs again; compiled: each one's first call timed first (its compile)."""
-    compile_s = None
-    if compiled:
-        compile_s = dict(zip(("ours", "theirs", "theirs_again"), (speed.first_call_seconds(fn) for fn in fns)))
-    result = speed.compare(*fns, work=work, protocol=protocol)
+    """harness.compare of ours / theirs / theirs again; compiled: each one's first call timed first (its compile)."""
+    compile_s = harness.compile_seconds(fns) if compiled else None
+    result = harness.compare(*fns, work=work, protocol=protocol)
     if compile_s is not None:
         result["compile_s"] = compile_s
     return result
@@ -201,8 +184,8 @@ def bench_training(run: Run, name: str, size: Size, device: torch.device, protoc
     for task, key in TASKS:
         log(f"[{name}] {key}{suffix}: {'compiling, then ' if compile_backend else ''}training tokens/s")
         batch = on_device(speed.training_batch(size, task), device)
-        models = [build(side, task, size, device, compile_backend) for side in SIDES]
-        steps, optimizers = zip(*(train_step(model, batch, device) for model in models))
+        built = [build(side, task, size, device, compile_backend) for side in SIDES]
+        steps, optimizers = zip(*(train_step(model, batch, device) for model in built))
         if task == "lm" and not compile_backend:
             path = loss_path(steps[0])
             run.results["sizes"][name]["loss_path"] = {"device": device.type, **path}
@@ -213,11 +196,11 @@ def bench_training(run: Run, name: str, size: Size, device: torch.device, protoc
         flops = run.results["sizes"][name]["flops_per_token"]
         result["mfu"] = {side: result[f"{side}_tokens_per_s"] * flops[side][task] / H200_BF16_PEAK_FLOPS
                          for side in ("ours", "theirs")}
-        result["memory"] = {side: step_memory(models[i], steps[i], optimizers[i], batch, device)
+        result["memory"] = {side: step_memory(built[i], steps[i], optimizers[i], batch, device)
                             for i, side in enumerate(("ours", "theirs"))}
-        result["params"] = {"ours": speed.count_params(models[0]), "theirs": speed.count_params(models[1])}
+        result["params"] = {"ours": models.count_params(built[0]), "theirs": models.count_params(built[1])}
         run.add(name, key + suffix, result)
-        del models, steps, optimizers, batch
+        del built, steps, optimizers, batch
         release(device, compiled=bool(compile_backend))
 
 
@@ -225,14 +208,14 @@ def bench_decoding(run: Run, name: str, size: Size, device: torch.device, protoc
                    compile_backend: str | None) -> None:
     """Greedy generate() tokens/s at batch 1 and 8, eager or (compile_backend) with a static cache, compiled."""
     suffix = "_compiled" if compile_backend else ""
-    models = [build(side, "lm", size, device) for side in SIDES]  # generate() compiles its own decoding step
+    built = [build(side, "lm", size, device) for side in SIDES]  # generate() compiles its own decoding step
     for batch_size in DECODE_BATCHES:
         key = f"decode_greedy_b{batch_size}{suffix}"
         log(f"[{name}] {key}: generate() tokens/s" + (" (static cache, compiled)" if compile_backend else ""))
         prompt = on_device(speed.decoding_prompt(size, batch_size), device)
-        runs = [synced(speed.decoding(model, prompt, size, 1, compile_backend), device) for model in models]
+        runs = [synced(speed.decoding(model, prompt, size, 1, compile_backend), device) for model in built]
         run.add(name, key, timed_comparison(runs, batch_size * size.new_tokens, protocol, bool(compile_backend)))
-    del models
+    del built
     release(device, compiled=bool(compile_backend))
 
 
@@ -257,7 +240,7 @@ def table(results: dict) -> str:
     rows = [header]
     for name, res in results["sizes"].items():
         for key, c in res["comparisons"].items():
-            row = list(speed._timing_row(name, key, c, "")[:6])
+            row = list(harness.timing_row(name, key, c, "")[:6])
             mfu = c.get("mfu")
             row.append(f"{100 * mfu['ours']:.1f}% / {100 * mfu['theirs']:.1f}%" if mfu else "")
             memory = c.get("memory")
@@ -266,9 +249,7 @@ def table(results: dict) -> str:
             seconds = c.get("compile_s")
             row.append(f"{seconds['ours']:.1f} / {seconds['theirs']:.1f}" if seconds else "")
             rows.append(tuple(row))
-    widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]
-    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
-    lines.insert(1, "  ".join("-" * width for width in widths))
+    lines = harness.columns(rows)
     for name, res in results["sizes"].items():
         path = res.get("loss_path")
         if path:
@@ -295,14 +276,14 @@ def device_info(device: torch.device) -> dict:
 def main(argv: list[str] | None = None) -> int:
     """Run the comparisons, print the table, write JSON (after every comparison, and complete at the end)."""
     parser = argparse.ArgumentParser(prog="python -m bench.speed_gpu", description=__doc__.splitlines()[0])
-    speed.add_run_arguments(parser, SIZES, "large,gpu")  # --quick runs on CPU when there is no GPU
+    harness.add_run_arguments(parser, GPU_SIZES, "large,gpu")  # --quick runs on CPU when there is no GPU
     parser.add_argument("--no-compile", action="store_true", help="eager comparisons only")
     parser.add_argument("--compile-backend", default="inductor",
                         help="torch.compile backend (default inductor; 'eager' checks the code paths fast on CPU)")
     args = parser.parse_args(argv)
 
     names = [name.strip() for name in args.sizes.split(",") if name.strip()]
-    sizes = {**SIZES, **QUICK_SIZES} if args.quick else SIZES
+    sizes = {**GPU_SIZES, **QUICK_SIZES} if args.quick else GPU_SIZES
     unknown = [name for name in names if name not in sizes]
     if unknown or not names:
         parser.error(f"unknown size(s) {unknown}; choose from {sorted(sizes)}")
@@ -311,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type != "cuda" and not args.quick:
         parser.error("no CUDA device: only --quick runs on CPU")
-    protocol = speed.protocol_from_args(args, speed.QUICK_PROTOCOL if args.quick else GPU_PROTOCOL)
+    protocol = harness.protocol_from_args(args, harness.QUICK_PROTOCOL if args.quick else GPU_PROTOCOL)
     compile_backend = None if args.no_compile else args.compile_backend
 
     verbosity = transformers.logging.get_verbosity()

@@ -5,10 +5,11 @@ Usage: python -m bench.translate [--json PATH] [--quick] [--pairs N] [--threads 
 
     train      training tokens/s (forward + backward + fused AdamW step) on the same TRAIN_BATCHES real, randomly
                drawn batches of number pairs (one call = one step on each), source + target tokens (padding
-               excluded), paired ABBA protocol of bench.speed (median of per-pair ratios, theirs-vs-theirs noise floor)
+               excluded), paired ABBA protocol of bench.harness (median of per-pair ratios, theirs-vs-theirs noise
+               floor)
     train_compiled, train_compiled_vs_eager
                with --compile: the same steps with both models compiled (torch.compile, inductor), and ours compiled
-               against BART eager, each with its first call's compile time (bench.speed's compare_compiled)
+               against BART eager, each with its first call's compile time (bench.harness.compare_compiled)
     beam4      4-beam generate() tokens/s on the same batch of test sources, exactly --new-tokens new tokens each
     accuracy   with --budget-s S: both models train for S seconds of wall clock each (same data, tokenizer, batches,
                optimizer), then greedy and 4-beam exact match on --test held-out test numbers; once per learning
@@ -16,7 +17,7 @@ Usage: python -m bench.translate [--json PATH] [--quick] [--pairs N] [--threads 
 
 Identical dims: hidden, encoder/decoder layers, heads, MLP width, vocabulary (one shared tokenizer), positions,
 tied embeddings, gelu, no dropout (the cpu-small preset trains without it). BART keeps its own design: post-norm
-with an embedding LayerNorm and a final-logits bias; ours is the preset's pre-norm.
+with an embedding LayerNorm and a final-logits bias; ours is the preset's pre-norm (bench.models.bart_config).
 """
 
 import argparse
@@ -26,45 +27,16 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from transformers import BartConfig, BartForConditionalGeneration, DataCollatorForSeq2Seq
+from transformers import DataCollatorForSeq2Seq
 
-from bench.speed import (
-    QUICK_PROTOCOL,
-    SIDES,
-    Protocol,
-    compare,
-    compare_compiled,
-    make_optimizer,
-    training_step,
-    use_threads,
-)
-from scratchformer import ScratchformerForConditionalGeneration, train_tokenizer
+from bench.harness import QUICK_PROTOCOL, Protocol, compare, compare_compiled, use_threads
+from bench.models import SIDES, build_seq2seq
+from bench.speed import make_optimizer, training_step
+from scratchformer import train_tokenizer
 from training import common, resume, translate
 
 PRESET = translate.PRESETS["cpu-small"]
 TRAIN_BATCHES = 8
-
-
-def bart_config(config) -> BartConfig:
-    """transformers' BART at the dims of our config."""
-    return BartConfig(
-        vocab_size=config.vocab_size, d_model=config.hidden_size, encoder_layers=config.encoder_layers,
-        decoder_layers=config.decoder_layers, encoder_attention_heads=config.num_attention_heads,
-        decoder_attention_heads=config.num_attention_heads, encoder_ffn_dim=config.intermediate_size,
-        decoder_ffn_dim=config.intermediate_size, max_position_embeddings=config.max_position_embeddings,
-        activation_function="gelu", dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
-        scale_embedding=False, tie_word_embeddings=True, pad_token_id=config.pad_token_id,
-        bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id,
-        decoder_start_token_id=config.decoder_start_token_id, forced_eos_token_id=None,
-    )
-
-
-def build(side: str, config, seed: int = 0):
-    """Ours or theirs, identically seeded, SDPA attention."""
-    torch.manual_seed(seed)
-    if side == "ours":
-        return ScratchformerForConditionalGeneration(config)
-    return BartForConditionalGeneration(bart_config(config)).to(torch.float32)
 
 
 def data_and_tokenizer(preset, train_samples: int, test_samples: int, seed: int = 0):
@@ -112,7 +84,7 @@ def training_steps(model, train_batches):
 
 def speed(config, tokenizer, data, protocol: Protocol, new_tokens: int, compile_backend: str | None = None) -> dict:
     """Paired training and 4-beam decoding throughput, ours / theirs (with a `compile_backend`, training compiled too)."""
-    models = [build(side, config) for side in SIDES]
+    models = [build_seq2seq(side, config) for side in SIDES]
     train_batches = list(itertools.islice(batches(tokenizer, data["train"], PRESET.batch_size, seed=0), TRAIN_BATCHES))
     tokens = sum(real_tokens(batch) for batch in train_batches)
     padded = sum(batch["input_ids"].numel() + batch["labels"].numel() for batch in train_batches)
@@ -120,7 +92,7 @@ def speed(config, tokenizer, data, protocol: Protocol, new_tokens: int, compile_
     results = {"train": compare(*eager, work=tokens, protocol=protocol)}
     results["train"]["padding_share"] = 1 - tokens / padded
     if compile_backend:
-        compiled = [training_steps(torch.compile(build(side, config), backend=compile_backend), train_batches)
+        compiled = [training_steps(torch.compile(build_seq2seq(side, config), backend=compile_backend), train_batches)
                     for side in SIDES]
         compare_compiled(results, "train", eager, compiled, tokens, protocol)
 
@@ -143,7 +115,7 @@ def accuracy_at_budget(config, tokenizer, data, budget_s: float, learning_rate: 
     metric = translate.translation_metrics()
     results = {}
     for side in ("ours", "theirs"):
-        model = build(side, config).train()
+        model = build_seq2seq(side, config).train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=PRESET.weight_decay, fused=True)
         steps, tokens, losses, start = 0, 0, [], time.perf_counter()
         for batch in batches(tokenizer, data["train"], PRESET.batch_size, seed=0):

@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import REPO_ROOT
 
-from bench.speed import use_threads
+from bench.harness import use_threads
 
 RATIO_KEYS = ("train_cls", "train_lm", "decode_greedy", "decode_beam4", "peak_mem", "mfu", "mfu_paired")
 
@@ -74,18 +74,18 @@ def test_training_memory_counts_the_logits_and_gradient_our_loss_keeps_between_s
     """A warm step's profile no longer sees our LM's logits and d loss / d logits allocated (the loss keeps them from
     the step before), so the resident bytes must hold them: exactly two [batch x length, vocab] fp32 tensors more than
     the weights, AdamW state and batch; GPT-2 keeps none."""
-    from bench import speed
+    from bench import harness, models, speed
 
-    size = speed.QUICK_SIZES["small"]
+    size = models.QUICK_SIZES["small"]
     logits_bytes = size.batch_size * size.seq_len * size.vocab_size * 4
     for side, kept in (("ours", 2 * logits_bytes), ("theirs", 0)):
-        model = speed.build_model(side, "lm", size)
+        model = models.build_model(side, "lm", size)
         batch = speed.training_batch(size, "lm")
         optimizer = speed.make_optimizer(model)
         speed.training_step(model, batch, optimizer)()
         state = [t for s in optimizer.state.values() for t in s.values()]
-        plain = speed.tensor_bytes([*model.parameters(), *model.buffers(), *state, *batch.values()])
-        assert speed.resident_bytes(model, optimizer, batch) == plain + kept, side
+        plain = harness.tensor_bytes([*model.parameters(), *model.buffers(), *state, *batch.values()])
+        assert harness.resident_bytes(model, optimizer, batch) == plain + kept, side
 
 
 def test_quick_gpu_speed_benchmark_runs_on_cpu_and_records_the_loss_path(tmp_path):
@@ -127,7 +127,7 @@ def test_lm_compiled_vs_eager_pairs_ours_compiled_with_gpt2_eager(tmp_path):
 def test_paired_mfu_of_the_peaks_own_matmul_is_near_one():
     """A 'model' that is the peak's own matmul runs at about the peak: the per-pair ratios count every call's FLOPs
     against a peak sample taken next to it (best-of-bursts peak, so at most a little above 1)."""
-    from bench.speed import Protocol, paired_mfu
+    from bench.harness import Protocol, paired_mfu
 
     threads = torch.get_num_threads()
     use_threads(1)  # steadier on a shared machine; the rest of the suite gets its thread count back
