@@ -303,6 +303,7 @@ def main(argv=None):
         data_collator=DataCollatorWithPadding(tokenizer),
         processing_class=tokenizer,
         compute_metrics=metrics_for(len(labels)),
+        layer_lr_decay=preset.layer_lr_decay,
     )
     resume.run_phase(trainer, work / "finetune", args.resume, stopwatch)
     distributed.continue_in_one_process(args)  # a --distributed run evaluates and publishes in one process

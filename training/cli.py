@@ -33,6 +33,9 @@ class Preset:
     epochs: float = 2.0
     batch_size: int = 32
     learning_rate: float = 1e-3
+    # Fine-tuning a classifier: each layer below the top learns at this fraction of the rate of the layer above (ULMFiT's
+    # discriminative rates, optimizers.LayerwiseRates; 1.0 = one rate for all).
+    layer_lr_decay: float = 1.0
     weight_decay: float = 0.01
     warmup: float = 0.06
     pretrain_epochs: float = 0.0  # pre-training on the train texts before fine-tuning (0 = none)

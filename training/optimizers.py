@@ -1,8 +1,14 @@
-"""The recipes' optimizers: AdamW (Trainer's own) or Muon on the hidden matrices with AdamW on the rest."""
+"""The recipes' optimizers: AdamW (Trainer's own) or Muon on the hidden matrices with AdamW on the rest, and
+ULMFiT's discriminative learning rates (a rate per layer) for fine-tuning."""
+
+import re
+from collections import defaultdict
+from typing import TYPE_CHECKING
 
 import torch
 
-from .cli import Preset
+if TYPE_CHECKING:  # cli imports the Trainer side (resume.py), which imports this file
+    from .cli import Preset
 
 def hidden_matrices(model: torch.nn.Module) -> list[torch.nn.Parameter]:
     """The 2-D weights of the hidden layers: every trainable matrix but embedding tables, the output layer and a
@@ -53,7 +59,7 @@ class MuonWithAdamW(torch.optim.Optimizer):
 
 
 
-def optimizer_for(model: torch.nn.Module, preset: Preset):
+def optimizer_for(model: torch.nn.Module, preset: "Preset"):
     """The preset's optimizer when Trainer's own (AdamW) is not it, else None (Trainer builds AdamW)."""
     if preset.optimizer == "adamw":
         return None
@@ -61,3 +67,39 @@ def optimizer_for(model: torch.nn.Module, preset: Preset):
         return MuonWithAdamW(model, preset.learning_rate, preset.weight_decay)
     raise ValueError(f"optimizer={preset.optimizer!r}: expected 'adamw' or 'muon'")
 
+
+def layer_depth(name: str, num_layers: int) -> int:
+    """Where a parameter sits: 0 for the embeddings, i + 1 for block i, num_layers + 1 above the blocks (final norm,
+    classifier, n-gram path)."""
+    block = re.search(r"(?:^|\.)layers\.(\d+)\.", name)
+    if block:
+        return int(block.group(1)) + 1
+    return 0 if re.search(r"(?:^|\.)embeddings\.", name) else num_layers + 1
+
+
+class LayerwiseRates:
+    """Trainer mixin: ULMFiT's discriminative fine-tuning (Howard & Ruder 2018, section 3.2). Trainer's AdamW groups
+    are split by depth, and each layer learns at `layer_lr_decay` times the rate of the layer above it (the top, the
+    heads, at the full rate): the general features of a pre-trained body move less than the task's head. 1.0 leaves
+    Trainer's optimizer as it is. The scheduler scales every group's rate alike."""
+
+    def __init__(self, *args, layer_lr_decay: float = 1.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.layer_lr_decay = layer_lr_decay
+
+    def create_optimizer(self, model=None):
+        built_here = self.optimizer is None  # a recipe's own optimizer (Muon) is left alone
+        optimizer = super().create_optimizer(model)
+        if not built_here or self.layer_lr_decay == 1.0:
+            return optimizer
+        num_layers = self.model.config.num_hidden_layers
+        depth = {id(p): layer_depth(name, num_layers) for name, p in self.model.named_parameters()}
+        groups, optimizer.param_groups = optimizer.param_groups, []  # no step yet: no state to carry
+        for group in groups:  # Trainer's: with weight decay, without
+            by_depth = defaultdict(list)
+            for parameter in group["params"]:
+                by_depth[depth[id(parameter)]].append(parameter)
+            for d, params in sorted(by_depth.items()):
+                rate = group["lr"] * self.layer_lr_decay ** (num_layers + 1 - d)
+                optimizer.add_param_group({**group, "params": params, "lr": rate})
+        return optimizer

@@ -26,6 +26,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.utils import logging
 
 from . import distributed, sources
+from .optimizers import LayerwiseRates
 
 logger = logging.get_logger("training")
 
@@ -224,8 +225,8 @@ class ExactResume:
 
 
 
-class RecipeTrainer(ExactResume, distributed.ShardedCheckpoints, Trainer):
-    """The recipes' Trainer."""
+class RecipeTrainer(ExactResume, distributed.ShardedCheckpoints, LayerwiseRates, Trainer):
+    """The recipes' Trainer (layer_lr_decay=...: a learning rate per layer, optimizers.LayerwiseRates)."""
 
 
 

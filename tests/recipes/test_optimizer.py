@@ -68,3 +68,55 @@ def test_a_restored_state_continues_exactly():
         step(resumed, resumed_optimizer, resumed_scheduler, seed)
     for (name, a), b in zip(model.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def layerwise_trainer(tmp_path, decay: float):
+    from transformers import TrainingArguments
+
+    from scratchformer import ScratchformerForSequenceClassification
+    from training.resume import RecipeTrainer
+
+    model = ScratchformerForSequenceClassification(tiny_config(num_hidden_layers=2, num_labels=3, ngram_buckets=64))
+    args = TrainingArguments(output_dir=str(tmp_path), learning_rate=1e-3, weight_decay=0.01, report_to=[],
+                             use_cpu=True, max_steps=4, warmup_steps=1)
+    return model, RecipeTrainer(model=model, args=args, layer_lr_decay=decay)
+
+
+def test_layer_depths():
+    from training.optimizers import layer_depth
+
+    assert [layer_depth(n, 2) for n in ("model.embeddings.token_embeddings.weight", "model.layers.0.mlp.fc_in.bias",
+                                        "model.layers.1.attention.q_proj.weight", "model.final_norm.weight",
+                                        "classifier.weight", "ngram_logits.weight")] == [0, 1, 2, 3, 3, 3]
+    assert layer_depth("base_model.model.model.layers.11.attention.q_proj.lora_A.default.weight", 12) == 12
+
+
+def test_discriminative_rates_fall_by_the_decay_per_layer_below_the_head(tmp_path):
+    model, trainer = layerwise_trainer(tmp_path, 0.5)
+    optimizer = trainer.create_optimizer()
+    names = {id(p): n for n, p in model.named_parameters()}
+    rate, decay = {}, {}
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            assert names[id(p)] not in rate, "each parameter in one group"
+            rate[names[id(p)]], decay[names[id(p)]] = group["lr"], group["weight_decay"]
+    assert rate.keys() == {n for n, p in model.named_parameters() if p.requires_grad}
+    assert rate["classifier.weight"] == rate["model.final_norm.weight"] == 1e-3
+    assert rate["model.layers.1.mlp.fc_in.weight"] == 5e-4 and rate["model.layers.0.attention.o_proj.bias"] == 2.5e-4
+    assert rate["model.embeddings.token_embeddings.weight"] == 1.25e-4
+    # Trainer's own weight-decay rule is kept: matrices decay, biases and norms do not.
+    assert decay["model.layers.0.mlp.fc_in.weight"] == 0.01 and decay["model.layers.0.mlp.fc_in.bias"] == 0.0
+    assert decay["model.layers.0.attention_residual.norm.weight"] == 0.0
+    # The schedule scales every group alike: the ratios survive warm-up and decay.
+    scheduler = trainer.create_scheduler(4, optimizer)
+    for _ in range(2):
+        optimizer.step()
+        scheduler.step()
+    top = max(g["lr"] for g in optimizer.param_groups)
+    assert 0 < top < 1e-3 and sorted({round(g["lr"] / top, 6) for g in optimizer.param_groups}) == [0.125, 0.25, 0.5, 1]
+
+
+def test_one_rate_leaves_trainers_optimizer_as_it_is(tmp_path):
+    _, trainer = layerwise_trainer(tmp_path, 1.0)
+    optimizer = trainer.create_optimizer()
+    assert len(optimizer.param_groups) == 2 and {g["lr"] for g in optimizer.param_groups} == {1e-3}
