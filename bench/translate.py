@@ -92,8 +92,8 @@ def speed(config, tokenizer, data, protocol: Protocol, new_tokens: int, compile_
     results = {"train": compare(*eager, work=tokens, protocol=protocol)}
     results["train"]["padding_share"] = 1 - tokens / padded
     if compile_backend:
-        compiled = [training_steps(torch.compile(build_seq2seq(side, config), backend=compile_backend), train_batches)
-                    for side in SIDES]
+        compiled = [training_steps(torch.compile(build_seq2seq(side, config), backend=compile_backend),
+                                   train_batches) for side in SIDES]
         compare_compiled(results, "train", eager, compiled, tokens, protocol)
 
     sources = tokenizer(list(data["test"]["source"][:8]), return_tensors="pt", padding=True)

@@ -91,7 +91,7 @@ def attach_compiled_dropout(model: nn.Module) -> None:
 #
 # The output layer maps hidden states h [rows, d] to the vocabulary through W [V, d]. nn.Linear computes h @ W^T; on
 # CPU, BLAS computes the same products as (W @ h^T)^T 1.5-4x faster for 4-64 rows, as in a batched decoding step,
-# and 1.1x faster for 256-1024 rows (`python -m bench.output_layer_cpu`, bench/NOTES.md "The output layer's matmul
+# and 1.1x faster for 256-1024 rows (`python -m bench.micro.output_layer_cpu`, bench/NOTES.md "The output layer's matmul
 # layout"). oneDNN's matmul beats both from 32 rows, so eager CPU work takes it there (cpu_rows_times_weight_t, below).
 # One row under torch.compile (a batch-1 decoding step) is a product and a sum instead, which inductor
 # fuses. A training forward with labels takes linear_cross_entropy.py's fused pass instead.
@@ -144,7 +144,7 @@ def output_layer_logits(output_layer: torch.nn.Module, hidden_states: torch.Tens
     weight, logits_shape = output_layer.weight, (*hidden_states.shape[:-1], output_layer.weight.shape[0])
     if row_count is not None and row_count >= 32 and not torch.compiler.is_compiling():
         # Eager, from 32 rows (a beam search's step, a prompt): oneDNN, as fast as the weight-first layout at 32-64 rows
-        # of hidden 128, 1.3-1.8x faster beyond (`python -m bench.output_layer_cpu`).
+        # of hidden 128, 1.3-1.8x faster beyond (`python -m bench.micro.output_layer_cpu`).
         return cpu_rows_times_weight_t(hidden_states.reshape(-1, weight.shape[1]), weight).reshape(logits_shape)
     if row_count is not None and not 2 <= row_count <= 1024:  # one row eager gains nothing, 4,096 or more lose
         return output_layer(hidden_states)

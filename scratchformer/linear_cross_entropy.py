@@ -7,7 +7,7 @@ training step (bench/NOTES.md). Here three matmuls over all rows (the logits, d/
 square matmul) frame one pass over chunks of rows that takes each chunk's softmax, loss and d loss / d logits while the
 chunk is still in cache, and the gradients of h and W are ready when the forward ends. The same logits are still
 returned, and a gradient that reaches them (a distillation term, say) is added in the backward.
-`python -m bench.linear_cross_entropy` measures it against the plain way (bench/NOTES.md).
+`python -m bench.micro.linear_cross_entropy` measures it against the plain way (bench/NOTES.md).
 
 `output_logits_and_loss` is the one place that chooses between this pass and the plain one; the language-model
 heads call it where a textbook writes `logits = lm_head(h)` and `loss = loss_function(logits, labels)`.

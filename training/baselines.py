@@ -3,7 +3,7 @@
 * ``nbsvm_bi``: NBSVM-bi from Wang & Manning, "Baselines and Bigrams: Simple, Good Sentiment and Topic
   Classification", ACL 2012: binarized uni+bigram counts scaled by the naive-Bayes log-count ratio r, then an
   L2-regularized linear SVM (C = 1) whose weights are interpolated with their mean magnitude (beta = 0.25). With
-  two labels this is exactly the formula ``bench.baseline`` used for IMDb; with K > 2 labels it is one-vs-rest
+  two labels this is exactly the formula ``bench.accuracy.baseline`` used for IMDb; with K > 2 labels it is one-vs-rest
   (one ratio vector and one interpolated SVM per label, the prediction is the argmax of the K interpolated scores).
 * ``tfidf_lr``: TF-IDF (sublinear tf) word 1-2-grams seen in at least 2 texts, then logistic regression (C = 10);
   liblinear for two labels (the IMDb figures), multinomial lbfgs for K > 2.

@@ -43,7 +43,7 @@ def labelled_texts(n: int, n_labels: int, seed: int, cue_rate: float = 0.25) -> 
 
 
 def old_nbsvm_bi(train_texts, train_labels, test_texts, alpha=1.0, beta=0.25):
-    """bench/baseline.py's NBSVM-bi before it moved to training.baselines, verbatim (scores and predictions)."""
+    """The IMDb baseline script's NBSVM-bi before it moved to training.baselines, verbatim (scores and predictions)."""
     vectorizer = CountVectorizer(ngram_range=(1, 2), binary=True, token_pattern=TOKEN_PATTERN, dtype=np.float32)
     x_train = vectorizer.fit_transform(train_texts)
     p = alpha + np.asarray(x_train[train_labels == 1].sum(axis=0)).ravel()
@@ -155,10 +155,10 @@ def test_compressor_floors(monkeypatch):
 
 
 def test_bench_baseline_takes_a_users_files(tmp_path):
-    # python -m bench.baseline --train-file ... --test-file ...: the recipes' data flags, any label set.
+    # python -m bench.accuracy.baseline --train-file ... --test-file ...: the recipes' data flags, any label set.
     import csv
 
-    from bench import baseline
+    from bench.accuracy import baseline
 
     words = {"billing": "invoice refund charged", "bug": "crash error broken", "feature": "please add option"}
     for name, count in (("tickets", 90), ("tickets-test", 30)):

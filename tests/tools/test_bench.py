@@ -1,5 +1,5 @@
-"""Smoke tests of the benchmarks (`bench.speed`, `bench.speed_gpu`, `bench.lm_budget`, `bench.translate`,
-`bench.attention_cpu`): each runs end to end on a tiny setting and writes complete results (no speed targets)."""
+"""Smoke tests of the benchmarks (`bench.speed`, `bench.speed_gpu`, `bench.accuracy.lm_budget`, `bench.translate`,
+`bench.micro.attention_cpu`): each runs end to end on a tiny setting and writes complete results (no speed targets)."""
 
 import json
 import os
@@ -144,7 +144,7 @@ def test_paired_mfu_of_the_peaks_own_matmul_is_near_one():
 
 def test_lm_budget_trains_both_models_for_the_same_budget(tmp_path, fake_aclimdb):
     out = tmp_path / "lm.json"
-    command = [sys.executable, "-m", "bench.lm_budget", "--preset", "tiny", "--data-source", str(fake_aclimdb),
+    command = [sys.executable, "-m", "bench.accuracy.lm_budget", "--preset", "tiny", "--data-source", str(fake_aclimdb),
                "--output-dir", str(tmp_path / "run"), "--budget-s", "1", "--grid-budget-s", "0.5",
                "--learning-rates", "1e-3,1e-2", "--json", str(out)]
     run = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
@@ -204,7 +204,7 @@ def test_thread_count_is_set_only_to_change_it(monkeypatch):
 
 def test_attention_microbenchmark_times_both_attentions_in_both_thread_settings(tmp_path):
     out = tmp_path / "attention.json"
-    command = [sys.executable, "-m", "bench.attention_cpu", "--lengths", "4,8", "--batch-heads", "8",
+    command = [sys.executable, "-m", "bench.micro.attention_cpu", "--lengths", "4,8", "--batch-heads", "8",
                "--seconds", "0.01", "--json", str(out)]
     run = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -217,7 +217,7 @@ def test_attention_microbenchmark_times_both_attentions_in_both_thread_settings(
 
 
 def test_output_layer_microbenchmark_times_every_layout(tmp_path):
-    from bench import output_layer_cpu
+    from bench.micro import output_layer_cpu
 
     out = tmp_path / "output_layer.json"
     assert output_layer_cpu.main(["--rows", "1,8", "--hidden", "16", "--vocab", "64", "--repeats", "1",
@@ -232,7 +232,7 @@ def test_output_layer_microbenchmark_times_every_layout(tmp_path):
 
 
 def test_linear_cross_entropy_microbenchmark_times_both_ways_and_restores_the_chunk_size(tmp_path):
-    from bench import linear_cross_entropy as bench_lce
+    from bench.micro import linear_cross_entropy as bench_lce
 
     import scratchformer.linear_cross_entropy as chunked
 
@@ -248,7 +248,7 @@ def test_linear_cross_entropy_microbenchmark_times_both_ways_and_restores_the_ch
 
 
 def test_ngram_screen_ranks_settings_on_held_out_train_folds(tmp_path, fake_aclimdb, tokenizer):
-    from bench import ngram_screen
+    from bench.accuracy import ngram_screen
 
     tokenizer.save_pretrained(tmp_path / "tokenizer")
     # 76 reviews make 2 batches an epoch: more epochs and a higher rate than the recipe, so the path can learn them

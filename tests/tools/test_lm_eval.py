@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import REPO_ROOT, sentiment_corpus, tiny_config, train_briefly
 
-from bench.lm_eval_data import write_tasks
+from bench.accuracy.lm_eval_data import write_tasks
 from scratchformer import ScratchformerForCausalLM
 
 pytest.importorskip("lm_eval")
@@ -48,7 +48,8 @@ def test_lm_eval_runs_our_tasks_and_agrees_with_our_log_likelihoods(lm_folder, t
                for a, b, c in zip(*(sentiment_corpus(24, seed=seed)[0] for seed in (1, 2, 3)))]
     write_tasks(reviews, tmp_path / "runs" / "lm_eval", seed=0)  # where the task YAMLs look, from the cwd
     command = [LM_EVAL, "--model", "hf", "--model_args", f"pretrained={folder},trust_remote_code=True,dtype=float32",
-               "--tasks", "imdb_rolling,imdb_continuation", "--include_path", os.path.join(REPO_ROOT, "bench", "lm_eval_tasks"),
+               "--tasks", "imdb_rolling,imdb_continuation",
+               "--include_path", os.path.join(REPO_ROOT, "bench", "accuracy", "lm_eval_tasks"),
                "--device", "cpu", "--batch_size", "4", "--output_path", str(tmp_path / "out"), "--log_samples"]
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)

@@ -2,8 +2,8 @@
 oneDNN's matmul (scratchformer.cpu_kernels.cpu_rows_times_weight_t) and against the compiled product-and-sum that a compiled
 batch-1 decoding step uses.
 
-Usage: python -m bench.output_layer_cpu [--rows 1,4,8,16,32,64,256,1024] [--hidden 128,256] [--vocab 16000]
-                                       [--repeats 5] [--json PATH]
+Usage: python -m bench.micro.output_layer_cpu [--rows 1,4,8,16,32,64,256,1024] [--hidden 128,256] [--vocab 16000]
+                                             [--repeats 5] [--json PATH]
 
 h is [rows, hidden] (a decoding step has one row per sequence), W is the [vocab, hidden] tied embedding table. Each
 layout runs `repeats` rounds of timed calls (bench.harness.seconds_per_call, after 3 warm-up calls), alternating; the

@@ -1,7 +1,7 @@
 """The training loss's output layer + cross-entropy, forward and backward: plain against the chunked pass.
 
-Usage: python -m bench.linear_cross_entropy [--rows 4096] [--hidden 128,256] [--vocab 16000]
-                                            [--chunk-rows 64,128,256,512,1024] [--pairs 7] [--json PATH]
+Usage: python -m bench.micro.linear_cross_entropy [--rows 4096] [--hidden 128,256] [--vocab 16000]
+                                                  [--chunk-rows 64,128,256,512,1024] [--pairs 7] [--json PATH]
 
 Plain is what transformers computes: logits = h @ W^T, then cross_entropy (ForCausalLMLoss), then backward.
 Chunked is scratchformer.linear_cross_entropy with softmax chunks of `chunk-rows` rows (the package's default is
@@ -38,7 +38,8 @@ def compare(rows: int, hidden: int, vocab: int, chunk_rows: int, pairs: int) -> 
     chunked.CHUNK_ELEMENTS = chunk_rows * vocab
     times, ratios = {"plain": [], "chunked": []}, []
     for _ in range(pairs):
-        _, plain_s, chunked_s = abba_ratios(plain, fused, calls=2, pairs=2, warmup_calls=3)  # plain chunked chunked plain
+        # plain, chunked, chunked, plain: two pairs of the ABBA protocol
+        _, plain_s, chunked_s = abba_ratios(plain, fused, calls=2, pairs=2, warmup_calls=3)
         times["plain"] += [seconds / 2 * 1e3 for seconds in plain_s]
         times["chunked"] += [seconds / 2 * 1e3 for seconds in chunked_s]
         ratios.append(sum(plain_s) / sum(chunked_s))

