@@ -9,5 +9,6 @@
     peak_memory.sh           a command's peak resident memory, sampled from /proc
     micro/                   micro-benchmarks: attention_cpu, output_layer_cpu, linear_cross_entropy, lm_tokenize
     accuracy/                accuracy studies: baseline, ngram_screen, lm_budget, lm_eval_data and lm_eval_tasks/
-    NOTES.md                 measurements and decisions, by session
+    RESULTS.md               the current figures and their targets, each with its command, date and machine
+    LOG.md                   the dated lab log: every measurement, how it was taken, what was decided
 """

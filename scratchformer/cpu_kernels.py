@@ -1,5 +1,5 @@
 """CPU speed machinery beside the textbook: what the model calls to be fast on CPU and under torch.compile, each with
-the measurement that justified it (bench/NOTES.md). The model file attaches them at a few marked points:
+the measurement that justified it (bench/LOG.md). The model file attaches them at a few marked points:
 
     Dropout               nn.Dropout that draws hashed masks inside a compiled CPU graph (eager: torch's own);
                           attach_compiled_dropout gives it to a model's nn.Dropout modules
@@ -17,7 +17,7 @@ from torch import nn
 # A compiled graph's backward gets a gradient for every differentiable tensor it returns, and autograd fills in zeros
 # where the loss did not use one (pytorch/pytorch#131794; torch 2.13 has no way round it). A language model's graph
 # returns the logits beside the loss, so every training step filled and read a [batch, length, vocab] zero tensor:
-# 262 MB and ~0.11 s of a ~1.6 s cpu-small step, the whole gap to GPT-2 when both were compiled (bench/NOTES.md).
+# 262 MB and ~0.11 s of a ~1.6 s cpu-small step, the whole gap to GPT-2 when both were compiled (bench/LOG.md).
 # With the loss in a graph of its own, the logits are that graph's input and get their real gradient instead.
 
 
@@ -49,7 +49,7 @@ def loss_in_own_graph(logits: torch.Tensor) -> None:
 #
 # Inductor draws dropout's random numbers with one Philox call per element, a scalar loop: on CPU that costs ~6 ms
 # per [2048, 256] dropout, as much as the add and LayerNorm around it four times over, and 12 % of a compiled `large`
-# classifier step (bench/NOTES.md, "Dropout in a compiled CPU graph"). Hashing each element's index with a per-call
+# classifier step (bench/LOG.md, "Dropout in a compiled CPU graph"). Hashing each element's index with a per-call
 # seed instead is a few integer operations that inductor vectorises into the kernel around it (~1.5 ms). Eager and
 # GPU graphs keep torch's own dropout, so eager training draws the masks it always has.
 
@@ -91,7 +91,7 @@ def attach_compiled_dropout(model: nn.Module) -> None:
 #
 # The output layer maps hidden states h [rows, d] to the vocabulary through W [V, d]. nn.Linear computes h @ W^T; on
 # CPU, BLAS computes the same products as (W @ h^T)^T 1.5-4x faster for 4-64 rows, as in a batched decoding step,
-# and 1.1x faster for 256-1024 rows (`python -m bench.micro.output_layer_cpu`, bench/NOTES.md "The output layer's matmul
+# and 1.1x faster for 256-1024 rows (`python -m bench.micro.output_layer_cpu`, bench/LOG.md "The output layer's matmul
 # layout"). oneDNN's matmul beats both from 32 rows, so eager CPU work takes it there (cpu_rows_times_weight_t, below).
 # One row under torch.compile (a batch-1 decoding step) is a product and a sum instead, which inductor
 # fuses. A training forward with labels takes linear_cross_entropy.py's fused pass instead.
@@ -120,7 +120,7 @@ ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldn
 def cpu_rows_times_weight_t(rows: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """rows [n, d] @ weight[V, d]^T as a new tensor, for eager CPU work outside autograd; fp32 through oneDNN."""
     # MKL's sgemm runs this "B transposed" product at 65-70 % of its square-matmul rate here; oneDNN's matmul, reached
-    # through the op inductor's own CPU linears use, runs it 1.3-1.6x faster (bench/NOTES.md "oneDNN for the output
+    # through the op inductor's own CPU linears use, runs it 1.3-1.6x faster (bench/LOG.md "oneDNN for the output
     # layer"). It has no out= and no autograd formula, hence a new tensor and no gradients.
     if (ONEDNN_LINEAR and torch.backends.mkldnn.enabled and rows.dtype == weight.dtype == torch.float32
             and rows.device.type == weight.device.type == "cpu"):

@@ -3,11 +3,11 @@
 The plain way, logits = h @ W^T then cross_entropy(logits, labels), walks the [rows, vocab] logits five times:
 written by the matmul, read and rewritten by log_softmax, then again by the backward of the loss and of log_softmax.
 At the `cpu-small` LM size that is a 262 MB tensor each time, and the output layer plus its loss were ~85 % of a
-training step (bench/NOTES.md). Here three matmuls over all rows (the logits, d/dh and d/dW, each as fast as a
+training step (bench/LOG.md). Here three matmuls over all rows (the logits, d/dh and d/dW, each as fast as a
 square matmul) frame one pass over chunks of rows that takes each chunk's softmax, loss and d loss / d logits while the
 chunk is still in cache, and the gradients of h and W are ready when the forward ends. The same logits are still
 returned, and a gradient that reaches them (a distillation term, say) is added in the backward.
-`python -m bench.micro.linear_cross_entropy` measures it against the plain way (bench/NOTES.md).
+`python -m bench.micro.linear_cross_entropy` measures it against the plain way (bench/RESULTS.md).
 
 `output_logits_and_loss` is the one place that chooses between this pass and the plain one; the language-model
 heads call it where a textbook writes `logits = lm_head(h)` and `loss = loss_function(logits, labels)`.
@@ -25,7 +25,7 @@ CHUNK_ELEMENTS = 1 << 22  # logits per softmax chunk (16 MB in fp32; 262 rows of
 # Per output-layer weight, the [rows, vocab] tensors of its last training step, kept for the next one: the logits and
 # d loss / d logits (weakly keyed: a deleted model takes them with it). A tensor that size is larger than glibc maps
 # from its heap (32 MB), so a new one comes fresh from the OS each step, and writing it page-faults every 4 KB of it
-# again: 4-6 ms per 16 MB, ~5 % of a compiled `large` LM step each (bench/NOTES.md, "Page faults of the logits"). The
+# again: 4-6 ms per 16 MB, ~5 % of a compiled `large` LM step each (bench/LOG.md, "Page faults of the logits"). The
 # price is that two such tensors stay allocated between training steps.
 _kept_buffers = WeakIdKeyDictionary()
 
@@ -61,7 +61,7 @@ class LinearCrossEntropy(torch.autograd.Function):
         row_weight = real.to(torch.float32) / denominator.to(device=hidden.device, dtype=torch.float32)
         targets = labels.masked_fill(~real, 0)
         # Three matmuls over all rows (logits, d/dh, d/dW) run at 1.1-1.3x the rate of the same products over 262-row
-        # chunks: 1.06x (`large`) to 1.16x (`cpu-small`) faster LM training steps (bench/NOTES.md, "Matmuls over all
+        # chunks: 1.06x (`large`) to 1.16x (`cpu-small`) faster LM training steps (bench/LOG.md, "Matmuls over all
         # rows in the training loss"). The price is the second kept tensor, `gradient`.
         logits = torch.mm(hidden, weight.t(), out=step_buffer("logits", hidden, weight, hidden.dtype))
         gradient = step_buffer("gradient", hidden, weight, torch.float32)  # d loss / d logits, in fp32 as the loss
@@ -72,7 +72,7 @@ class LinearCrossEntropy(torch.autograd.Function):
             chunk = logits[rows].float()  # the loss in fp32, as transformers'
             chunk_targets, chunk_weight = targets[rows, None], row_weight[rows, None]
             # One softmax kernel gives both: the loss -log p(target), and d loss / d logits = softmax - one_hot(target)
-            # (times the row weight). 3-4x faster than log_softmax's passes (bench/NOTES.md).
+            # (times the row weight). 3-4x faster than log_softmax's passes (bench/LOG.md).
             probabilities = torch.softmax(chunk, dim=-1, out=gradient[rows])
             target_probabilities = probabilities.gather(1, chunk_targets)
             row_losses = -target_probabilities.log()

@@ -9,7 +9,7 @@ For each key length L it times, on [B*H, L, D] queries/keys/values with a paddin
 forward only and forward + backward, in microseconds per call (bench.harness.seconds_per_call: the mean over about
 --seconds of calls, after 3 warm-up calls). It runs twice, each in a fresh process: as torch
 starts, and after torch.set_num_threads(torch.get_num_threads()) - which on the 2-core dev machine is not a no-op
-(see bench/NOTES.md, "Attention on CPU").
+(see bench/LOG.md, "Attention on CPU").
 """
 
 import argparse

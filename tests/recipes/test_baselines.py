@@ -154,7 +154,7 @@ def test_compressor_floors(monkeypatch):
         compressor_bits_per_byte([])
 
 
-def test_bench_baseline_takes_a_users_files(tmp_path):
+def test_bench_accuracy_baseline_takes_a_users_files(tmp_path):
     # python -m bench.accuracy.baseline --train-file ... --test-file ...: the recipes' data flags, any label set.
     import csv
 
