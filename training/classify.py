@@ -87,10 +87,9 @@ def with_pretraining(args, preset: cli.Preset) -> cli.Preset:
         return preset
     if args.pretrain == "none":
         return replace(preset, pretrain_epochs=0.0)
-    user_set = {assignment.partition("=")[0] for assignment in args.set}
     changes = {"pretrain": args.pretrain,
                "pretrain_epochs": preset.pretrain_epochs or DEFAULT_PRETRAIN_EPOCHS[args.pretrain]}
-    if args.pretrain == "lm" and "position_embedding_type" not in user_set:
+    if args.pretrain == "lm" and "position_embedding_type" not in cli.user_set(args):
         changes["position_embedding_type"] = "rotary"
     return replace(preset, **changes)
 
@@ -104,10 +103,10 @@ def pretraining_texts(args, train: datasets.Dataset) -> datasets.Dataset:
     return datasets.concatenate_datasets([texts, extra.cast(texts.features)])
 
 
-def pretrain(args, preset, tokenizer, train, texts, labels, output, stopwatch):
-    """Pre-training on the train texts (and --unlabeled-file): a masked LM on what the Transformer reads of each text
-    (head and tail, within its positions, also where `train` holds whole texts for the n-gram path), or a causal LM
-    on the texts packed into blocks. Returns the folder of the pre-trained weights, or None."""
+def pretrain(args, preset, tokenizer, texts, labels, output, stopwatch):
+    """Pre-training on `texts` (pretraining_texts: the train split's and --unlabeled-file's): a masked LM on what the
+    Transformer reads of each text (head and tail, within its positions), or a causal LM on the texts packed into
+    blocks. Returns the folder of the pre-trained weights, or None."""
     if preset.pretrain_epochs <= 0:
         return None
     work = output / resume.WORK
@@ -125,12 +124,8 @@ def pretrain(args, preset, tokenizer, train, texts, labels, output, stopwatch):
     elif preset.pretrain == "mlm":
         phase = preset
         model = ScratchformerForMaskedLM(model_config(tokenizer, preset, labels, sparse_prediction=True))
-        ids = train.remove_columns(["label"])
-        if args.unlabeled_file:
-            ids = datasets.concatenate_datasets([ids, texts.select(range(len(train), len(texts))).map(
-                lambda batch: {"input_ids": tokenizer(batch["text"])["input_ids"]}, batched=True, remove_columns=["text"])])
-        corpus = ids.map(lambda batch: {"input_ids": [head_and_tail(ids, preset.max_length, preset.head_tokens)
-                                                      for ids in batch["input_ids"]]}, batched=True)
+        corpus = texts.map(lambda batch: {"input_ids": encode(tokenizer, batch["text"], preset.max_length,
+                                                              preset.head_tokens)}, batched=True, remove_columns=["text"])
         collator = DataCollatorForLanguageModeling(tokenizer, mlm=True, mlm_probability=0.15)
     else:
         raise ValueError(f"pretrain={preset.pretrain!r}: expected 'mlm' or 'lm'")
@@ -275,8 +270,7 @@ def main(argv=None):
         remove_columns=["text"],
     )
 
-    pretrained = None if start is not None else pretrain(args, preset, tokenizer, encoded["train"], texts, labels,
-                                                         output, stopwatch)
+    pretrained = None if start is not None else pretrain(args, preset, tokenizer, texts, labels, output, stopwatch)
     set_seed(args.seed)
     config = model_config(tokenizer, preset, labels)
     if start is not None:

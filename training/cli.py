@@ -131,11 +131,16 @@ IMDB_TRAIN_BYTES = 31_000_000
 
 
 
+def user_set(args) -> set[str]:
+    """The preset fields the user changed with --set KEY=VALUE."""
+    return {assignment.partition("=")[0] for assignment in args.set}
+
+
 def _user_sized(args) -> set[str] | None:
     """The preset fields the user --set (left alone), or None where nothing is sized: IMDb, the tiny preset."""
     if not sources.given(args) or args.preset == "tiny":
         return None
-    return {assignment.partition("=")[0] for assignment in args.set}
+    return user_set(args)
 
 
 
