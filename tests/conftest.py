@@ -124,6 +124,16 @@ def run_recipe(name, output, *extra, wait=True):
     return result
 
 
+def refused_classify_run(output, *flags) -> str:
+    """A tiny `training.classify` run into `output` on 50 reviews that must fail: the last line of its error.
+    Offline and with no PATH, so that a refusal never waits on the network."""
+    result = subprocess.run([sys.executable, "-m", "training.classify", "--preset", "tiny", "--output-dir", str(output),
+                             "--max-train-samples", "50", *flags],
+                            cwd=REPO_ROOT, capture_output=True, text=True, env={"HF_HUB_OFFLINE": "1", "PATH": ""})
+    assert result.returncode != 0
+    return result.stderr.strip().splitlines()[-1]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

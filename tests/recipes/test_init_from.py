@@ -3,12 +3,10 @@ masked LM, with that folder's architecture, weights and tokenizer; folders that 
 refused with one error naming why."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
-from conftest import REPO_ROOT, run_recipe
+from conftest import refused_classify_run, run_recipe
 from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
@@ -75,11 +73,9 @@ def test_classify_init_from_a_folder_trains_on_real_reviews(start, request, tmp_
 
 def refusal(tmp_path, folder) -> str:
     output = tmp_path / "run"
-    result = subprocess.run([sys.executable, "-m", "training.classify", "--preset", "tiny", "--output-dir", str(output),
-                             "--init-from", str(folder), "--max-train-samples", "50"],
-                            cwd=REPO_ROOT, capture_output=True, text=True, env={"HF_HUB_OFFLINE": "1", "PATH": ""})
-    assert result.returncode != 0 and not output.exists()
-    return result.stderr.strip().splitlines()[-1]
+    message = refused_classify_run(output, "--init-from", str(folder))
+    assert not output.exists()
+    return message
 
 
 def test_folders_that_cannot_start_a_classifier_are_refused_with_the_reason(language_model, tmp_path):

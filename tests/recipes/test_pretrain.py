@@ -4,13 +4,11 @@ architecture; bad combinations and files are refused with one error naming them.
 tests/recipes/test_chaos.py's.)"""
 
 import json
-import subprocess
-import sys
 from argparse import Namespace
 
 import datasets
 import pytest
-from conftest import REPO_ROOT, run_recipe
+from conftest import refused_classify_run, run_recipe
 from safetensors.torch import load_file
 
 from training import classify
@@ -76,11 +74,9 @@ def test_classify_pretrains_a_causal_lm_on_real_reviews_and_fine_tunes_from_it(t
 
 def refusal(tmp_path, *flags) -> str:
     output = tmp_path / "refused"
-    result = subprocess.run([sys.executable, "-m", "training.classify", "--preset", "tiny", "--output-dir", str(output),
-                             "--max-train-samples", "50", *flags],
-                            cwd=REPO_ROOT, capture_output=True, text=True, env={"HF_HUB_OFFLINE": "1", "PATH": ""})
-    assert result.returncode != 0 and not (output / "metrics.json").exists()
-    return result.stderr.strip().splitlines()[-1]
+    message = refused_classify_run(output, *flags)
+    assert not (output / "metrics.json").exists()
+    return message
 
 
 def test_bad_pretraining_flags_are_refused_naming_the_problem(tmp_path):
