@@ -742,6 +742,38 @@ def _baselines(metrics: dict[str, Any]) -> str | None:
             "and scoring.\n\n| Model | Accuracy | F1 | Time |\n|---|---|---|---|\n" + "\n".join([own] + rows) + "\n")
 
 
+# training/seeds.py's figure names -> (how the card names them, digits); the others (wall time) stay out of the card.
+SEED_FIGURES = {"accuracy": ("Accuracy", 4), "validation_accuracy": ("Validation accuracy", 4),
+                "bits_per_byte": ("Bits per byte", 3), "validation_bits_per_byte": ("Validation bits per byte", 3),
+                "exact_match": ("Exact match", 4), "nbsvm-bi": ("NBSVM-bi, same runs", 4),
+                "tfidf-lr": ("TF-IDF + LR, same runs", 4)}
+
+
+def _over_seeds(metrics: dict[str, Any]) -> str | None:
+    """Markdown table of the same command's figures over several seeds (metrics.json "over_seeds", written by
+    training.seeds): what a user can expect from the command, beside this one model's figures."""
+    seeds = metrics.get("over_seeds")
+    figures = seeds.get("figures") if isinstance(seeds, dict) else None
+    rows = []
+    for name, (label, digits) in SEED_FIGURES.items():
+        figure = figures.get(name) if isinstance(figures, dict) else None
+        mean, std = (_number(figure.get(key)) for key in ("mean", "std")) if isinstance(figure, dict) else (None, None)
+        if mean is not None and std is not None:
+            values = figure.get("per_seed") if isinstance(figure.get("per_seed"), dict) else {}
+            listed = ", ".join(_cell(_number(value), digits) for value in values.values())
+            rows.append(f"| {label} | {mean:.{digits}f} ± {std:.{digits}f} | {listed} |")
+    if not rows:
+        return None
+    names = ", ".join(str(seed) for seed in seeds.get("seeds") or [])
+    beats = seeds.get("every_seed_beats_nbsvm_bi")
+    verdict = {True: " Every seed beat NBSVM-bi of its own run.",
+               False: " Not every seed beat NBSVM-bi of its own run."}.get(beats, "")
+    return ("### Over seeds\n\n"
+            f"The same command with only `--seed` changed (seeds {names}; this model is seed {seeds.get('seed')}): mean "
+            f"± sample standard deviation, then each seed's value.{verdict}\n\n"
+            "| Figure | Mean ± sd | Per seed |\n|---|---|---|\n" + "\n".join(rows) + "\n")
+
+
 def _compressors(metrics: dict[str, Any]) -> str | None:
     """Markdown table of general-purpose compressors' bits per byte (metrics.json "compressors") beside the LM's."""
     table = metrics.get("compressors")
@@ -765,7 +797,7 @@ def _results(metrics: dict[str, Any], corpus: Corpus) -> str | None:
     if not rows:
         return None
     note = f"\n{corpus.results_note}" if corpus.results_note else ""
-    floors = "".join(f"\n{part}" for part in (_baselines(metrics), _compressors(metrics)) if part)
+    floors = "".join(f"\n{part}" for part in (_over_seeds(metrics), _baselines(metrics), _compressors(metrics)) if part)
     return (f"Measured on {corpus.measured_on.format(split=split)}.\n\n| Metric | Value |\n|---|---|\n"
             + "\n".join(rows) + "\n" + note + floors)
 

@@ -6,6 +6,8 @@ Each seed runs `python -m training.<recipe> <flags> --seed S --output-dir <outpu
 seed whose folder is complete is not run again; an interrupted one continues with --resume). Then
 `<output-dir>/summary.json` holds each figure's per-seed values, mean and sample standard deviation, with the
 linear baselines of the same runs for a classifier, and whether every seed beat them; one line per figure is printed.
+Each seed's metrics.json and model card then carry the same summary (`over_seeds`), so a published seed says what
+the command gives over seeds, not only what its one run gave.
 """
 
 import argparse
@@ -63,6 +65,16 @@ def summarise(recipe: str, folders: dict[int, Path]) -> dict:
     return summary
 
 
+def record_in_folder(folder: Path, seed: int, summary: dict) -> None:
+    """The summary over seeds into one seed's metrics.json (atomically) and its model card."""
+    from hub_card.card import write_model_card
+
+    metrics = json.loads((folder / "metrics.json").read_text())
+    metrics["over_seeds"] = {"seed": seed, **{key: value for key, value in summary.items() if key != "command"}}
+    write_json(folder / "metrics.json", metrics)
+    write_model_card(folder)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)  # --seed is a recipe flag
     parser.add_argument("recipe", choices=sorted(FIGURES))
@@ -78,6 +90,8 @@ def main(argv=None) -> int:
         run_seed(args.recipe, flags, seed, folder)
     summary = summarise(args.recipe, folders)
     write_json(output / "summary.json", summary)
+    for seed, folder in folders.items():
+        record_in_folder(folder, seed, summary)
     for name, figure in summary["figures"].items():
         print(f"{name}: {figure['mean']:.4f} ± {figure['std']:.4f} over seeds {args.seeds} "
               f"({', '.join(f'{v:.4f}' for v in figure['per_seed'].values())})")

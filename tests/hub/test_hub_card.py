@@ -149,7 +149,7 @@ def test_pipeline_tag_and_usage_follow_the_head(tmp_path, architecture, tag, aut
     card = build_model_card(make_fake_model(tmp_path / "m", architecture, metrics), "org/my-model")
     assert card.data.pipeline_tag == tag
     assert card.data.eval_results[0].task_type == tag
-    assert f'repo = "org/my-model"' in card.text
+    assert 'repo = "org/my-model"' in card.text
     assert f"{auto_class}.from_pretrained(repo, trust_remote_code=True)" in card.text
     assert "AutoTokenizer.from_pretrained(repo, trust_remote_code=True)" in card.text
     assert pipe in card.text
@@ -387,6 +387,22 @@ def test_a_classifier_card_of_a_users_data_speaks_of_its_labels_split_and_baseli
     assert "cut by the model itself: the Transformer reads their first 16 and last 48 tokens, and the n-gram path " \
            "reads the whole text" in text and "must be truncated" not in text
     assert "Vaswani" in text and "The training data is `tickets.csv`" in text
+
+
+def test_a_seeds_card_shows_the_commands_figures_over_seeds_beside_its_own(tmp_path):
+    """training.seeds writes "over_seeds" into each seed's metrics.json: the card then says what the command gives
+    over seeds (mean ± sd, each seed), and which seed this model is."""
+    over_seeds = {"seed": 2, "recipe": "classify", "seeds": [0, 1, 2], "every_seed_beats_nbsvm_bi": True, "figures": {
+        "accuracy": {"per_seed": {"0": 0.9134, "1": 0.9171, "2": 0.9169}, "mean": 0.9158, "std": 0.0021},
+        "nbsvm-bi": {"per_seed": {"0": 0.9124, "1": 0.9126, "2": 0.913}, "mean": 0.9127, "std": 0.0003},
+        "wall_time_s": {"per_seed": {"0": 894.0, "1": 911.0, "2": 703.0}, "mean": 836.0, "std": 117.0}}}
+    text = build_model_card(ticket_classifier(tmp_path / "seed-2", {**TICKET_METRICS, "over_seeds": over_seeds})).text
+    assert "### Over seeds" in text and "(seeds 0, 1, 2; this model is seed 2)" in text
+    assert "| Accuracy | 0.9158 ± 0.0021 | 0.9134, 0.9171, 0.9169 |" in text
+    assert "| NBSVM-bi, same runs | 0.9127 ± 0.0003 | 0.9124, 0.9126, 0.9130 |" in text
+    assert "Every seed beat NBSVM-bi of its own run." in text and "836" not in text  # wall time stays out
+    assert text.index("### Over seeds") < text.index("### Linear baselines on the same split")
+    assert "### Over seeds" not in build_model_card(ticket_classifier(tmp_path / "one-run")).text
 
 
 def test_a_users_hub_dataset_is_the_cards_dataset(tmp_path):

@@ -30,6 +30,11 @@ def test_seeds_run_once_each_and_summarise_mean_and_spread(tmp_path, fake_aclimd
         (runs[0]["baselines"]["nbsvm-bi"]["accuracy"] + runs[1]["baselines"]["nbsvm-bi"]["accuracy"]) / 2)
     assert "validation_accuracy" in summary["figures"] and "every_seed_beats_nbsvm_bi" in summary
     assert "accuracy:" in first.stdout and "±" in first.stdout
+    # Each seed's folder carries the summary: in metrics.json and in its model card.
+    for seed in (0, 1):
+        over_seeds = json.loads((output / f"seed-{seed}" / "metrics.json").read_text())["over_seeds"]
+        assert over_seeds["seed"] == seed and over_seeds["figures"]["accuracy"]["mean"] == pytest.approx(accuracy["mean"])
+        assert f"this model is seed {seed})" in (output / f"seed-{seed}" / "README.md").read_text()
     # Run again: both seeds are complete, so nothing trains; the summary is the same.
     stamps = [(output / f"seed-{seed}" / "model.safetensors").stat().st_mtime_ns for seed in (0, 1)]
     again = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, env=env, timeout=300)
