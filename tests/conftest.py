@@ -16,6 +16,30 @@ import torch
 
 from scratchformer import ScratchformerConfig, train_tokenizer
 
+# scripts/test.sh runs the suite on two pytest-xdist workers, one per core: each worker (and every process it starts,
+# through the environment) keeps to one thread, since two OpenMP threads stall whenever the other core is busy.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--timed-only", action="store_true",
+                     help="run only the tests marked `timed` (scripts/test.sh runs them alone, after the others)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """`timed` tests (benchmarks with timeouts, paired timings) never run beside another worker: scripts/test.sh
+    runs them alone with --timed-only once the parallel run is over."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        keep = [item for item in items if item.get_closest_marker("timed") is None]
+    elif config.getoption("--timed-only"):
+        keep = [item for item in items if item.get_closest_marker("timed") is not None]
+    else:
+        return
+    config.hook.pytest_deselected(items=[item for item in items if item not in keep])
+    items[:] = keep
+
 POSITIVE = ["a great film", "wonderful acting and a moving story", "i loved every minute", "brilliant and funny"]
 NEGATIVE = ["a terrible film", "boring acting and a dull story", "i hated every minute", "awful and tedious"]
 

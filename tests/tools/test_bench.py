@@ -13,6 +13,8 @@ from conftest import REPO_ROOT
 
 from bench.harness import use_threads
 
+pytestmark = pytest.mark.timed  # timings and timeouts: alone, after the parallel suite (scripts/test.sh)
+
 RATIO_KEYS = ("train_cls", "train_lm", "decode_greedy", "decode_beam4", "peak_mem", "mfu", "mfu_paired")
 
 
