@@ -16,7 +16,7 @@ import torch
 
 from scratchformer import ScratchformerConfig, train_tokenizer
 
-# scripts/test.sh runs the suite on two pytest-xdist workers, one per core: each worker (and every process it starts,
+# scripts/test.sh runs the suite on one pytest-xdist worker per core: each worker (and every process it starts,
 # through the environment) keeps to one thread, since two OpenMP threads stall whenever the other core is busy.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["OMP_NUM_THREADS"] = "1"
@@ -32,12 +32,15 @@ def pytest_collection_modifyitems(config, items):
     """`timed` tests (benchmarks with timeouts, paired timings) never run beside another worker: scripts/test.sh
     runs them alone with --timed-only once the parallel run is over."""
     if os.environ.get("PYTEST_XDIST_WORKER"):
-        keep = [item for item in items if item.get_closest_marker("timed") is None]
+        wanted_timed = False
     elif config.getoption("--timed-only"):
-        keep = [item for item in items if item.get_closest_marker("timed") is not None]
+        wanted_timed = True
     else:
         return
-    config.hook.pytest_deselected(items=[item for item in items if item not in keep])
+    keep, drop = [], []
+    for item in items:
+        (keep if (item.get_closest_marker("timed") is not None) == wanted_timed else drop).append(item)
+    config.hook.pytest_deselected(items=drop)
     items[:] = keep
 
 POSITIVE = ["a great film", "wonderful acting and a moving story", "i loved every minute", "brilliant and funny"]
