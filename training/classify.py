@@ -51,10 +51,12 @@ PRESETS = {
 # A user's data trains for at least MIN_STEPS and at most MAX_STEPS optimizer steps (IMDb's cpu-small: 1,484; 600
 # steps cost 1.3 points of validation accuracy on Rotten Tomatoes against 1,868, training/NOTES.md).
 MIN_STEPS, MAX_STEPS = 1500, 3000
-# --pretrain lm: a causal LM on the train texts (and --unlabeled-file) as training.lm trains one (Muon 2e-2 on the
-# hidden matrices, no dropout, rotary positions, blocks of max_length tokens), for 0.75 epoch unless
-# --set pretrain_epochs=... says otherwise; the classifier then reads with causal attention (training/NOTES.md).
-LM_PRETRAINING = dict(optimizer="muon", learning_rate=2e-2, dropout=0.0)
+# --pretrain lm: a causal LM on the train texts (and --unlabeled-file) as training.lm trains one (rotary positions,
+# blocks of max_length tokens), for 0.75 epoch unless --set pretrain_epochs=... says otherwise; the classifier then
+# reads with causal attention. --pretrain mlm: a masked LM on each text's head and tail. Both pre-train as training.lm
+# does (Muon 2e-2 on the hidden matrices, no dropout), so they compare at equal cost; the fine-tuning keeps the
+# preset's optimizer and dropout (training/NOTES.md: the causal LM won).
+PRETRAINING = dict(optimizer="muon", learning_rate=2e-2, dropout=0.0)
 DEFAULT_PRETRAIN_EPOCHS = {"mlm": 1.0, "lm": 0.75}
 
 
@@ -116,15 +118,14 @@ def pretrain(args, preset, tokenizer, texts, labels, output, stopwatch):
         return final
     resume.enter_phase(output, "pretrain")
     set_seed(args.seed)  # weight initialisation happens before Trainer seeds anything
+    phase = replace(preset, **PRETRAINING)
     if preset.pretrain == "lm":
-        phase = replace(preset, **LM_PRETRAINING)
         model = ScratchformerForCausalLM(common.model_config(tokenizer, phase, is_decoder=True))
         documents = lm.tokenize(tokenizer, texts).remove_columns(["bytes"])
         corpus = documents.map(lm.pack, batched=True, fn_kwargs={"block_size": preset.max_length}, desc="packing")
         collator = DataCollatorForLanguageModeling(tokenizer, mlm=False)
     elif preset.pretrain == "mlm":
-        phase = preset
-        model = ScratchformerForMaskedLM(model_config(tokenizer, preset, labels, sparse_prediction=True))
+        model = ScratchformerForMaskedLM(model_config(tokenizer, phase, labels, sparse_prediction=True))
         corpus = texts.map(lambda batch: {"input_ids": encode(tokenizer, batch["text"], preset.max_length,
                                                               preset.head_tokens)}, batched=True, remove_columns=["text"])
         collator = DataCollatorForLanguageModeling(tokenizer, mlm=True, mlm_probability=0.15)

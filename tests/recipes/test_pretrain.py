@@ -72,6 +72,26 @@ def test_classify_pretrains_a_causal_lm_on_real_reviews_and_fine_tunes_from_it(t
     assert 0 < max(moved) < 1.0
 
 
+def test_classify_pretrains_a_masked_lm_as_the_causal_one_is_pretrained_and_fine_tunes_from_it(tmp_path):
+    output = tmp_path / "run"
+    run_recipe("classify", output, "--pretrain", "mlm", "--max-train-samples", "300", "--max-test-samples", "50")
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert (metrics["pretrained"], metrics["pretrain"]) == (True, "mlm")
+    pretrained = output / "work" / "pretrain" / "final"
+    mlm_config, config = (json.loads((folder / "config.json").read_text()) for folder in (pretrained, output))
+    assert mlm_config["architectures"] == ["ScratchformerForMaskedLM"] and not mlm_config["is_decoder"]
+    # The pre-training phase's settings (classify.PRETRAINING: no dropout), the fine-tuning's own (the preset's 0.1).
+    assert (mlm_config["hidden_dropout_prob"], config["hidden_dropout_prob"]) == (0.0, 0.1)
+    state = json.loads(max((output / "work" / "pretrain").glob("checkpoint-*/trainer_state.json"),
+                           key=lambda path: int(path.parent.name.split("-")[1])).read_text())
+    rates = [entry["learning_rate"] for entry in state["log_history"] if "learning_rate" in entry]
+    assert rates and max(rates) > 1e-2  # Muon's 2e-2 schedule, not the fine-tuning's 1e-3
+    body, mlm = load_file(output / "model.safetensors"), load_file(pretrained / "model.safetensors")
+    shared = [name for name in body if name.startswith("model.layers.") and body[name].dim() == 2]
+    moved = [float((body[name] - mlm[name]).norm() / mlm[name].norm()) for name in shared]
+    assert shared and 0 < max(moved) < 1.0  # fine-tuning started from the masked LM's body
+
+
 def refusal(tmp_path, *flags) -> str:
     output = tmp_path / "refused"
     message = refused_classify_run(output, *flags)
