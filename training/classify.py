@@ -92,9 +92,18 @@ def with_pretraining(args, preset: cli.Preset) -> cli.Preset:
         return replace(preset, pretrain_epochs=0.0)
     changes = {"pretrain": args.pretrain,
                "pretrain_epochs": preset.pretrain_epochs or DEFAULT_PRETRAIN_EPOCHS[args.pretrain]}
-    if args.pretrain == "lm" and "position_embedding_type" not in cli.user_set(args):
-        changes["position_embedding_type"] = "rotary"
+    if args.pretrain == "lm":
+        changes.update(causal_defaults(args))
+        if "position_embedding_type" not in cli.user_set(args):
+            changes["position_embedding_type"] = "rotary"
     return replace(preset, **changes)
+
+
+def causal_defaults(args) -> dict:
+    """A classifier that reads causally (after --pretrain lm, or --init-from a causal LM) pools its last token, the
+    only one that has seen the whole text, unless --set classifier_pooling=... says otherwise: from the same LM it
+    scored 91.05 % on IMDb test against 89.57 % mean-pooled (validation 90.72 / 90.56; training/NOTES.md)."""
+    return {} if "classifier_pooling" in cli.user_set(args) else {"classifier_pooling": "last"}
 
 
 def pretraining_texts(args, train: datasets.Dataset) -> datasets.Dataset:
@@ -255,8 +264,9 @@ def main(argv=None):
         tokenizer, start_config = start
         max_length = min(preset.max_length, start_config.max_position_embeddings)
         # The starting model's architecture, so metrics.json and the card say what was trained.
+        causal = causal_defaults(args) if start_config.is_decoder else {}
         args.preset_values = preset = replace(
-            preset, max_length=max_length, head_tokens=min(preset.head_tokens, max_length // 2),
+            preset, **causal, max_length=max_length, head_tokens=min(preset.head_tokens, max_length // 2),
             vocab_size=start_config.vocab_size, hidden_size=start_config.hidden_size,
             num_hidden_layers=start_config.num_hidden_layers, num_attention_heads=start_config.num_attention_heads,
             intermediate_size=start_config.intermediate_size,

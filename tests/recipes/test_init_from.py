@@ -66,6 +66,8 @@ def test_classify_init_from_a_folder_trains_on_real_reviews(start, request, tmp_
     expected = json.loads((folder / "config.json").read_text())
     for name in ("hidden_size", "num_hidden_layers", "position_embedding_type", "is_decoder", "vocab_size"):
         assert config[name] == expected[name], name
+    # From a causal LM the classifier pools its last token (the only one that saw the whole text); else the preset's.
+    assert config["classifier_pooling"] == ("last" if expected["is_decoder"] else "mean")
     assert metrics["preset_values"]["hidden_size"] == expected["hidden_size"]  # what was trained, not the preset
     # Inputs are cut to what the starting model's positions hold.
     assert config["classifier_head_tokens"] <= expected["max_position_embeddings"] // 2

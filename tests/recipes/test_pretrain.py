@@ -32,10 +32,13 @@ def test_the_pretrain_flag_sets_the_objective_and_a_causal_lm_reads_with_rotary_
     preset = classify.PRESETS["cpu-small"]
     lm = classify.with_pretraining(Namespace(pretrain="lm", set=[]), preset)
     assert (lm.pretrain, lm.pretrain_epochs, lm.position_embedding_type) == ("lm", 0.75, "rotary")
+    assert lm.classifier_pooling == "last"  # a causal classifier reads its last token, which has seen the whole text
     assert classify.model_config(_tokenizer(), lm, ["a", "b"]).is_decoder
-    kept = classify.with_pretraining(Namespace(pretrain="lm", set=["position_embedding_type=learned"]),
+    kept = classify.with_pretraining(Namespace(pretrain="lm", set=["position_embedding_type=learned",
+                                                                   "classifier_pooling=mean"]),
                                      classify.PRESETS["cpu-small"])
-    assert kept.position_embedding_type == "learned"
+    assert (kept.position_embedding_type, kept.classifier_pooling) == ("learned", "mean")
+    assert classify.with_pretraining(Namespace(pretrain="mlm", set=[]), preset).classifier_pooling == "mean"
     tiny = classify.PRESETS["tiny"]  # masked-LM pre-training by default
     assert classify.with_pretraining(Namespace(pretrain="none", set=[]), tiny).pretrain_epochs == 0
     assert classify.with_pretraining(Namespace(pretrain=None, set=[]), tiny) == tiny
