@@ -85,7 +85,8 @@ def model_config(tokenizer, preset: cli.Preset, labels: list[str], **settings):
 
 def with_pretraining(args, preset: cli.Preset) -> cli.Preset:
     """The preset with --pretrain applied: none, mlm (masked LM) or lm (causal LM, rotary positions, as
-    training.lm), for the preset's pretrain_epochs or DEFAULT_PRETRAIN_EPOCHS."""
+    training.lm; the classifier then pools its last token), for the preset's pretrain_epochs or
+    DEFAULT_PRETRAIN_EPOCHS."""
     if args.pretrain is None:
         return preset
     if args.pretrain == "none":
