@@ -5,11 +5,13 @@ tests/recipes/test_chaos.py's.)"""
 
 import json
 from argparse import Namespace
+from pathlib import Path
 
 import datasets
 import pytest
 from conftest import refused_classify_run, run_recipe
 from safetensors.torch import load_file
+from transformers.trainer_utils import get_last_checkpoint
 
 from training import classify
 
@@ -67,12 +69,7 @@ def test_classify_pretrains_a_causal_lm_on_real_reviews_and_fine_tunes_from_it(t
     assert (pretrained / "tokenizer.json").is_file()  # a starting point for --init-from
     for name in ("hidden_size", "num_hidden_layers", "max_position_embeddings", "vocab_size", "is_decoder"):
         assert config[name] == lm_config[name], name
-    # Fine-tuning started from the LM: its body moved away from the pre-trained weights, but not far.
-    body, lm = load_file(output / "model.safetensors"), load_file(pretrained / "model.safetensors")
-    shared = [name for name in body if name.startswith("model.layers.")]
-    assert shared and all(name in lm for name in shared)
-    moved = [float((body[name] - lm[name]).norm() / lm[name].norm()) for name in shared if lm[name].dim() == 2]
-    assert 0 < max(moved) < 1.0
+    assert_fine_tuned_from(output, pretrained)
 
 
 def test_classify_pretrains_a_masked_lm_as_the_causal_one_is_pretrained_and_fine_tunes_from_it(tmp_path):
@@ -85,14 +82,20 @@ def test_classify_pretrains_a_masked_lm_as_the_causal_one_is_pretrained_and_fine
     assert mlm_config["architectures"] == ["ScratchformerForMaskedLM"] and not mlm_config["is_decoder"]
     # The pre-training phase's settings (classify.PRETRAINING: no dropout), the fine-tuning's own (the preset's 0.1).
     assert (mlm_config["hidden_dropout_prob"], config["hidden_dropout_prob"]) == (0.0, 0.1)
-    state = json.loads(max((output / "work" / "pretrain").glob("checkpoint-*/trainer_state.json"),
-                           key=lambda path: int(path.parent.name.split("-")[1])).read_text())
-    rates = [entry["learning_rate"] for entry in state["log_history"] if "learning_rate" in entry]
+    last = Path(get_last_checkpoint(output / "work" / "pretrain"))
+    rates = [entry["learning_rate"] for entry in json.loads((last / "trainer_state.json").read_text())["log_history"]
+             if "learning_rate" in entry]
     assert rates and max(rates) > 1e-2  # Muon's 2e-2 schedule, not the fine-tuning's 1e-3
-    body, mlm = load_file(output / "model.safetensors"), load_file(pretrained / "model.safetensors")
-    shared = [name for name in body if name.startswith("model.layers.") and body[name].dim() == 2]
-    moved = [float((body[name] - mlm[name]).norm() / mlm[name].norm()) for name in shared]
-    assert shared and 0 < max(moved) < 1.0  # fine-tuning started from the masked LM's body
+    assert_fine_tuned_from(output, pretrained)
+
+
+def assert_fine_tuned_from(output, pretrained):
+    """Fine-tuning started from the pre-trained model: its body moved away from those weights, but not far."""
+    body, start = load_file(output / "model.safetensors"), load_file(pretrained / "model.safetensors")
+    shared = [name for name in body if name.startswith("model.layers.")]
+    assert shared and all(name in start for name in shared)
+    moved = [float((body[name] - start[name]).norm() / start[name].norm()) for name in shared if start[name].dim() == 2]
+    assert 0 < max(moved) < 1.0
 
 
 def refusal(tmp_path, *flags) -> str:

@@ -4,11 +4,13 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
+from transformers.trainer_utils import get_last_checkpoint
 from conftest import REPO_ROOT, kill_after_first_checkpoint, run_recipe
 
 pytestmark = pytest.mark.slow  # whole recipe runs, servers or browsers: skipped by -m "not slow"
@@ -110,8 +112,8 @@ def test_accelerate_launch_with_two_cpu_processes_trains_and_saves_once(tmp_path
     metrics = json.loads((output / "metrics.json").read_text())
     assert "2 process(es)" in metrics["hardware"]
     # Each process saw half the batches: 2 epochs over 76 train reviews at batch 8 per process.
-    state = json.loads(max((output / "work" / "finetune").glob("checkpoint-*/trainer_state.json"),
-                           key=lambda p: int(p.parent.name.split("-")[1])).read_text())
+    last = Path(get_last_checkpoint(output / "work" / "finetune"))
+    state = json.loads((last / "trainer_state.json").read_text())
     assert state["global_step"] == 10
 
 
