@@ -86,19 +86,19 @@ def model_config(tokenizer, preset: cli.Preset, labels: list[str], **settings):
 
 
 def with_pretraining(args, preset: cli.Preset) -> cli.Preset:
-    """The preset with --pretrain applied: none, mlm (masked LM) or lm (causal LM, rotary positions, as
-    training.lm; the classifier then pools its last token), for the preset's pretrain_epochs or
-    DEFAULT_PRETRAIN_EPOCHS."""
-    if args.pretrain is None:
-        return preset
+    """The preset with its pre-training settled: --pretrain (none, mlm or lm) over the preset's own, for the preset's
+    pretrain_epochs or DEFAULT_PRETRAIN_EPOCHS; after a causal LM (as training.lm trains one) the classifier reads
+    with rotary positions and pools its last token, unless --set says otherwise."""
     if args.pretrain == "none":
         return replace(preset, pretrain_epochs=0.0)
-    changes = {"pretrain": args.pretrain,
-               "pretrain_epochs": preset.pretrain_epochs or DEFAULT_PRETRAIN_EPOCHS[args.pretrain]}
-    if args.pretrain == "lm":
-        changes.update(causal_defaults(args))
-        if "position_embedding_type" not in cli.user_set(args):
-            changes["position_embedding_type"] = "rotary"
+    if args.pretrain is not None:
+        preset = replace(preset, pretrain=args.pretrain,
+                         pretrain_epochs=preset.pretrain_epochs or DEFAULT_PRETRAIN_EPOCHS[args.pretrain])
+    if preset.pretrain != "lm" or preset.pretrain_epochs <= 0:
+        return preset
+    changes = causal_defaults(args)
+    if "position_embedding_type" not in cli.user_set(args):
+        changes["position_embedding_type"] = "rotary"
     return replace(preset, **changes)
 
 
@@ -262,7 +262,8 @@ def main(argv=None):
     if sources.given(args):  # IMDb keeps its presets as they are
         preset = cli.sized_to_data(args, args.preset_values, common.text_bytes(data["train"]), len(labels))
         args.preset_values = cli.epochs_for_data(args, preset, len(data["train"]), MIN_STEPS, MAX_STEPS)
-    args.preset_values = preset = with_pretraining(args, args.preset_values)
+    args.preset_values = preset = cli.pretraining_for_data(args, with_pretraining(args, args.preset_values),
+                                                           common.text_bytes(texts))
     if start is not None:  # the starting model's tokenizer, and no longer inputs than its positions
         tokenizer, start_config = start
         max_length = min(preset.max_length, start_config.max_position_embeddings)

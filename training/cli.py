@@ -182,6 +182,18 @@ def epochs_for_data(args, preset: Preset, train_rows: int, min_steps: int, max_s
 
 
 
+def pretraining_for_data(args, preset: Preset, text_bytes: int) -> Preset:
+    """The preset's pre-training fitted to the user's texts (train and unlabelled): at most the text IMDb's presets
+    pre-train on (pretrain_epochs passes over 31 MB), so a bigger corpus gets part of those passes and costs what
+    IMDb does, not hours more; smaller text keeps the preset's passes."""
+    chosen = _user_sized(args)
+    if chosen is None or preset.pretrain_epochs <= 0 or text_bytes <= IMDB_TRAIN_BYTES:
+        return preset
+    epochs = round(preset.pretrain_epochs * IMDB_TRAIN_BYTES / text_bytes, 3)
+    return _apply(preset, {"pretrain_epochs": epochs}, chosen, f"{text_bytes / 1e6:.1f} MB of pre-training text")
+
+
+
 def best_on_validation(args, preset: Preset, metric: str) -> dict:
     """Trainer settings that end the run on its best validation checkpoint (`metric`, evaluated at each save) where
     preset.best_checkpoint asks for it (None: for a user's data only)."""

@@ -191,6 +191,7 @@ def test_presets_are_sized_to_the_users_data():
     # Vocabulary and n-gram table grow with the text, epochs keep training between MIN_STEPS and MAX_STEPS; IMDb,
     # the tiny preset and what the user --set stay as they are.
     import argparse
+    import dataclasses
 
     from training import classify, cli
 
@@ -202,6 +203,11 @@ def test_presets_are_sized_to_the_users_data():
     assert cli.sized_to_data(own, preset, 10**9, num_labels=40).ngram_buckets == 2**19  # <= 32M weights
     assert cli.epochs_for_data(own, preset, 1800, classify.MIN_STEPS, classify.MAX_STEPS).epochs == 26.316
     assert cli.epochs_for_data(own, preset, 1_000_000, classify.MIN_STEPS, classify.MAX_STEPS).epochs == 0.096
+    pretraining = dataclasses.replace(preset, pretrain="lm", pretrain_epochs=4.0)  # at most IMDb's text's worth
+    assert cli.pretraining_for_data(own, pretraining, 124_000_000).pretrain_epochs == 1.0  # 4x IMDb's: a quarter
+    assert cli.pretraining_for_data(own, pretraining, 500_000) == pretraining  # small text keeps its passes
+    asked = argparse.Namespace(train_file="tickets.csv", dataset=None, preset="cpu-small", set=["pretrain_epochs=4"])
+    assert cli.pretraining_for_data(asked, pretraining, 124_000_000) == pretraining
     chosen = argparse.Namespace(train_file="tickets.csv", dataset=None, preset="cpu-small", set=["vocab_size=500"])
     assert cli.sized_to_data(chosen, preset, 500_000, num_labels=5).vocab_size == preset.vocab_size
     for untouched in (argparse.Namespace(train_file=None, dataset=None, preset="cpu-small", set=[]),

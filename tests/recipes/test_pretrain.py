@@ -5,6 +5,7 @@ tests/recipes/test_chaos.py's.)"""
 
 import json
 from argparse import Namespace
+from dataclasses import replace
 from pathlib import Path
 
 import datasets
@@ -45,6 +46,18 @@ def test_the_pretrain_flag_sets_the_objective_and_a_causal_lm_reads_with_rotary_
     assert classify.with_pretraining(Namespace(pretrain="none", set=[]), tiny).pretrain_epochs == 0
     assert classify.with_pretraining(Namespace(pretrain=None, set=[]), tiny) == tiny
     assert not classify.model_config(_tokenizer(), tiny, ["a", "b"]).is_decoder
+
+
+def test_a_preset_that_pretrains_a_causal_lm_reads_causally_and_pretrain_none_gives_the_plain_encoder():
+    preset = replace(classify.PRESETS["cpu-small"], pretrain="lm", pretrain_epochs=4.3)  # as a preset may say
+    causal = classify.with_pretraining(Namespace(pretrain=None, set=[]), preset)
+    assert (causal.pretrain_epochs, causal.position_embedding_type, causal.classifier_pooling) == (4.3, "rotary", "last")
+    assert classify.model_config(_tokenizer(), causal, ["a", "b"]).is_decoder
+    plain = classify.with_pretraining(Namespace(pretrain="none", set=[]), preset)
+    assert (plain.pretrain_epochs, plain.position_embedding_type, plain.classifier_pooling) == (0, "learned", "mean")
+    assert not classify.model_config(_tokenizer(), plain, ["a", "b"]).is_decoder
+    masked = classify.with_pretraining(Namespace(pretrain="mlm", set=[]), preset)  # the preset's passes, masked
+    assert (masked.pretrain, masked.pretrain_epochs, masked.classifier_pooling) == ("mlm", 4.3, "mean")
 
 
 def _tokenizer():
