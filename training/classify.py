@@ -262,6 +262,8 @@ def main(argv=None):
     if sources.given(args):  # IMDb keeps its presets as they are
         preset = cli.sized_to_data(args, args.preset_values, common.text_bytes(data["train"]), len(labels))
         args.preset_values = cli.epochs_for_data(args, preset, len(data["train"]), MIN_STEPS, MAX_STEPS)
+    if start is not None:  # the starting model replaces the preset's pre-training (and what it implies: pooling)
+        args.preset_values = replace(args.preset_values, pretrain_epochs=0.0)
     args.preset_values = preset = cli.pretraining_for_data(args, with_pretraining(args, args.preset_values),
                                                            common.text_bytes(texts))
     if start is not None:  # the starting model's tokenizer, and no longer inputs than its positions
