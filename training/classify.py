@@ -317,6 +317,7 @@ def main(argv=None):
         processing_class=tokenizer,
         compute_metrics=metrics_for(len(labels)),
         layer_lr_decay=preset.layer_lr_decay,
+        callbacks=[optimizers.GradualUnfreezing(preset.gradual_unfreezing)] if preset.gradual_unfreezing else None,
     )
     resume.run_phase(trainer, work / "finetune", args.resume, stopwatch)
     distributed.continue_in_one_process(args)  # a --distributed run evaluates and publishes in one process

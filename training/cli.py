@@ -36,6 +36,9 @@ class Preset:
     # Fine-tuning a classifier: each layer below the top learns at this fraction of the rate of the layer above (ULMFiT's
     # discriminative rates, optimizers.LayerwiseRates; 1.0 = one rate for all).
     layer_lr_decay: float = 1.0
+    # ULMFiT's gradual unfreezing: over this fraction of the fine-tuning steps the layers start training top-down, the
+    # heads first, then each block, the embeddings last (optimizers.GradualUnfreezing; 0.0 = all train from the start).
+    gradual_unfreezing: float = 0.0
     weight_decay: float = 0.01
     warmup: float = 0.06
     pretrain_epochs: float = 0.0  # pre-training on the train texts before fine-tuning (0 = none)

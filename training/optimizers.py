@@ -1,11 +1,12 @@
 """The recipes' optimizers: AdamW (Trainer's own) or Muon on the hidden matrices with AdamW on the rest, and
-ULMFiT's discriminative learning rates (a rate per layer) for fine-tuning."""
+ULMFiT's discriminative learning rates (a rate per layer) and gradual unfreezing for fine-tuning."""
 
 import re
 from collections import defaultdict
 from typing import TYPE_CHECKING
 
 import torch
+from transformers import TrainerCallback
 
 if TYPE_CHECKING:  # cli imports the Trainer side (resume.py), which imports this file
     from .cli import Preset
@@ -103,3 +104,32 @@ class LayerwiseRates:
                 rate = group["lr"] * self.layer_lr_decay ** (num_layers + 1 - d)
                 optimizer.add_param_group({**group, "params": params, "lr": rate})
         return optimizer
+
+
+class GradualUnfreezing(TrainerCallback):
+    """ULMFiT's gradual unfreezing (Howard & Ruder 2018, section 3.2): fine-tuning starts with only the top (the
+    classifier, the n-gram path, the final norm) trainable, and the layers below join one at a time from the top, the
+    embeddings last, at even intervals over `fraction` of the run's steps; the rest of the run trains everything.
+    A pre-trained body is not pulled around by a head that starts at random. The trainable set follows from the global
+    step alone, so a resumed run freezes what the killed one had frozen. (Trainer builds its optimizer over every
+    parameter first: a frozen one gets no gradient, so the optimizer skips it until it thaws.)"""
+
+    def __init__(self, fraction: float):
+        self.fraction = fraction
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.set_trainable(model, state.global_step, state.max_steps)
+
+    def on_step_begin(self, args, state, control, model=None, **kwargs):
+        self.set_trainable(model, state.global_step, state.max_steps)
+
+    def lowest_trainable_depth(self, step: int, max_steps: int, num_layers: int) -> int:
+        """The lowest layer_depth that trains at `step`: num_layers + 1 (the top alone) down to 0 (everything)."""
+        stage = max(1.0, self.fraction * max_steps / (num_layers + 1))  # steps between two layers joining
+        return max(0, num_layers + 1 - int(step // stage))
+
+    def set_trainable(self, model, step: int, max_steps: int) -> None:
+        num_layers = model.config.num_hidden_layers
+        lowest = self.lowest_trainable_depth(step, max_steps, num_layers)
+        for name, parameter in model.named_parameters():
+            parameter.requires_grad_(layer_depth(name, num_layers) >= lowest)

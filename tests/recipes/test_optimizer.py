@@ -120,3 +120,37 @@ def test_one_rate_leaves_trainers_optimizer_as_it_is(tmp_path):
     _, trainer = layerwise_trainer(tmp_path, 1.0)
     optimizer = trainer.create_optimizer()
     assert len(optimizer.param_groups) == 2 and {g["lr"] for g in optimizer.param_groups} == {1e-3}
+
+
+def test_gradual_unfreezing_thaws_the_layers_top_down_over_its_fraction_of_the_steps(tmp_path):
+    from transformers import TrainerCallback, TrainingArguments
+
+    from scratchformer import ScratchformerForSequenceClassification
+    from training.optimizers import GradualUnfreezing, layer_depth
+    from training.resume import RecipeTrainer
+
+    torch.manual_seed(0)
+    model = ScratchformerForSequenceClassification(tiny_config(num_hidden_layers=2, num_labels=3))
+    rows = [{"input_ids": torch.randint(5, 400, (12,)), "labels": torch.tensor(i % 3)} for i in range(64)]
+
+    class MovedDepths(TrainerCallback):  # the layer depths whose weights each optimizer step changed
+        def __init__(self):
+            self.last, self.moved = self.weights(), []
+
+        def weights(self):
+            return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+        def on_step_end(self, args, state, control, **kwargs):
+            now = self.weights()
+            self.moved.append(sorted({layer_depth(name, 2) for name in now if not torch.equal(now[name], self.last[name])}))
+            self.last = now
+
+    moved = MovedDepths()
+    args = TrainingArguments(output_dir=str(tmp_path), learning_rate=1e-2, max_steps=8, per_device_train_batch_size=8,
+                             report_to=[], use_cpu=True, save_strategy="no")
+    RecipeTrainer(model=model, args=args, train_dataset=rows, callbacks=[GradualUnfreezing(0.5), moved]).train()
+    # Half of 8 steps over 3 joins (block 2, block 1, the embeddings): one every 4/3 steps, the top from the start.
+    assert moved.moved == [[3], [3], [2, 3], [1, 2, 3]] + [[0, 1, 2, 3]] * 4
+    assert all(p.requires_grad for p in model.parameters())
+    # Only the step decides (a resumed run freezes what the killed one had frozen): 4 layers of 24 steps over 0.25.
+    assert [GradualUnfreezing(0.25).lowest_trainable_depth(step, 24, 4) for step in (0, 1, 2, 5, 6, 23)] == [5, 5, 4, 1, 0, 0]
