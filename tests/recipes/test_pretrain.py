@@ -9,8 +9,10 @@ from pathlib import Path
 
 import datasets
 import pytest
+import torch
 from conftest import refused_classify_run, run_recipe
 from safetensors.torch import load_file
+from transformers import pipeline
 from transformers.trainer_utils import get_last_checkpoint
 
 from training import classify
@@ -100,6 +102,29 @@ def test_classify_pretrains_a_masked_lm_as_the_causal_one_is_pretrained_and_fine
              if "learning_rate" in entry]
     assert rates and max(rates) > 1e-2  # Muon's 2e-2 schedule, not the fine-tuning's 1e-3
     assert_fine_tuned_from(output, pretrained)
+
+
+def test_the_gpu_preset_pretrains_a_causal_lm_and_keeps_the_ngram_path(tmp_path):
+    """The gpu preset's combination (causal-LM pre-training, the n-gram path, last-token pooling), shrunk to CPU size
+    on real reviews: what a lent GPU would run, minus the sizes and bf16."""
+    preset = classify.with_pretraining(Namespace(pretrain=None, set=[]), classify.PRESETS["gpu"])
+    assert (preset.pretrain, preset.classifier_pooling, preset.bf16) == ("lm", "last", True) and preset.ngram_buckets
+    shrunk = dict(vocab_size=400, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                  max_length=64, head_tokens=16, ngram_buckets=4096, pretrain_epochs=1, epochs=1, batch_size=8)
+    output = tmp_path / "run"
+    run_recipe("classify", output, "--preset", "gpu", *(f"--set={key}={value}" for key, value in shrunk.items()),
+               "--max-train-samples", "120", "--max-test-samples", "40")
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert (metrics["pretrained"], metrics["pretrain"]) == (True, "lm")
+    config = json.loads((output / "config.json").read_text())
+    assert config["is_decoder"] and config["classifier_pooling"] == "last" and config["ngram_buckets"] == 4096
+    assert_fine_tuned_from(output, output / "work" / "pretrain" / "final")
+    trained_with = torch.load(Path(get_last_checkpoint(output / "work" / "pretrain")) / "training_args.bin",
+                              weights_only=False)
+    assert trained_with.bf16 == torch.cuda.is_available()  # the preset's bf16 on a GPU; fp32 on CPUs (~100x faster)
+    # A review longer than the positions: the saved model cuts it to head and tail itself.
+    predicted = pipeline("text-classification", model=str(output))(["A wonderful, moving film.", "Dull. " * 300])
+    assert len(predicted) == 2 and {row["label"] for row in predicted} <= set(config["label2id"])
 
 
 def assert_fine_tuned_from(output, pretrained):
