@@ -30,28 +30,27 @@ from .baselines import linear_baselines
 from .data import ID2LABEL
 from .metrics import classification_metrics
 
+# Whole reviews matter: 86 % of them fit 512 tokens, and 512 beat 256 by 1.5 points (training/NOTES.md); batches of
+# similar lengths (group_by_length) keep the cost near that of 256 with random batches.
+# The n-gram path (NBSVM's features inside the model) is what lifts validation: 90.0 % -> 91.8 % with 1M buckets;
+# 4M buckets beat 1M by 0.9 points, 8M beat 4M by 0.07 and word 1-2-grams added 0.3, on held-out train folds, and
+# 8M beat 4M on the validation of 3 seeds (93.49 against 93.25 %) for about 10 % more time (training/NOTES.md).
+CPU_SMALL = cli.Preset(max_length=512, head_tokens=128, ngram_buckets=8_388_608, ngram_word_order=2)
 PRESETS = {
     "tiny": cli.Preset(vocab_size=400, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                           intermediate_size=64, max_length=64, head_tokens=16, epochs=2, batch_size=8,
                           save_steps=4, eval_batch_size=32, pretrain_epochs=1, ngram_buckets=4096, ngram_word_order=2),
-    # Whole reviews matter: 86 % of them fit 512 tokens, and 512 beat 256 by 1.5 points (training/NOTES.md); batches of
-    # similar lengths (group_by_length) keep the cost near that of 256 with random batches.
-    # The n-gram path (NBSVM's features inside the model) is what lifts validation: 90.0 % -> 91.8 % with 1M buckets;
-    # 4M buckets beat 1M by 0.9 points, 8M beat 4M by 0.07 and word 1-2-grams added 0.3, on held-out train folds, and
-    # 8M beat 4M on the validation of 3 seeds (93.49 against 93.25 %) for about 10 % more time (training/NOTES.md).
-    "cpu-small": cli.Preset(max_length=512, head_tokens=128, ngram_buckets=8_388_608, ngram_word_order=2),
+    "cpu-small": CPU_SMALL,
     # The Transformer pre-trained first as a causal LM on the train reviews (4.3 epochs: 46-50 min here), then reading
     # its last token: 92.12 ± 0.19 % over 3 seeds, against 91.79 ± 0.10 % without pre-training (mean-pooled, 32 min
     # of it added nothing). Word 1-3-grams lost 0.46 points to 1-2-grams on held-out train folds (training/NOTES.md).
-    # --pretrain none: the same model as cpu-small.
-    "cpu-best": cli.Preset(max_length=512, head_tokens=128, ngram_buckets=8_388_608, ngram_word_order=2,
-                           pretrain="lm", pretrain_epochs=4.3),
+    # --pretrain none: cpu-small.
+    "cpu-best": replace(CPU_SMALL, pretrain="lm", pretrain_epochs=4.3),
     # cpu-best's recipe scaled where 2 cores cannot go (not run yet: no GPU lent so far): a 6 x 512 body (48x cpu-best's
     # weights outside the embeddings) and 16 epochs of causal LM, since the Transformer alone gained with LM epochs and
     # flattened at cpu-best's 2 x 128. Expected: 2-4 minutes of one H100, under 10 end to end (training/NOTES.md).
-    "gpu": cli.Preset(hidden_size=512, num_hidden_layers=6, num_attention_heads=8, intermediate_size=2048,
-                      max_length=512, head_tokens=128, ngram_buckets=8_388_608, ngram_word_order=2, pretrain="lm",
-                      pretrain_epochs=16, eval_batch_size=256, save_steps=500, bf16=True),
+    "gpu": replace(CPU_SMALL, hidden_size=512, num_hidden_layers=6, num_attention_heads=8, intermediate_size=2048,
+                   pretrain="lm", pretrain_epochs=16, eval_batch_size=256, save_steps=500, bf16=True),
 }
 # A user's data trains for at least MIN_STEPS and at most MAX_STEPS optimizer steps (IMDb's cpu-small: 1,484; 600
 # steps cost 1.3 points of validation accuracy on Rotten Tomatoes against 1,868, training/NOTES.md).
@@ -195,8 +194,8 @@ def add_arguments(parser) -> None:
                              "classifier): its architecture, weights and tokenizer; only the head starts fresh")
     parser.add_argument("--pretrain", choices=["none", "mlm", "lm"], default=None,
                         help="pre-train the Transformer on the train texts first: lm (a causal language model) or "
-                             "mlm (masked); none: no pre-training; default: the preset's (lm for cpu-best, none for "
-                             "cpu-small)")
+                             "mlm (masked); none: no pre-training; default: the preset's (lm for cpu-best and gpu, none "
+                             "for cpu-small)")
     parser.add_argument("--unlabeled-file", default=None, metavar="PATH",
                         help="more text for pre-training (.txt: a document per line; a folder of .txt files; CSV, "
                              "JSON or Parquet with a text column)")

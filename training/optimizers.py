@@ -117,11 +117,8 @@ class GradualUnfreezing(TrainerCallback):
     def __init__(self, fraction: float):
         self.fraction = fraction
 
-    def on_train_begin(self, args, state, control, model=None, **kwargs):
-        self.set_trainable(model, state.global_step, state.max_steps)
-
     def on_step_begin(self, args, state, control, model=None, **kwargs):
-        self.set_trainable(model, state.global_step, state.max_steps)
+        self.set_trainable(model, state.global_step, state.max_steps)  # before each step's forward, resumed ones too
 
     def lowest_trainable_depth(self, step: int, max_steps: int, num_layers: int) -> int:
         """The lowest layer_depth that trains at `step`: num_layers + 1 (the top alone) down to 0 (everything)."""
