@@ -25,7 +25,7 @@ from transformers import DataCollatorForLanguageModeling, DataCollatorWithPaddin
 from scratchformer import ScratchformerForCausalLM, ScratchformerForMaskedLM, ScratchformerForSequenceClassification
 from scratchformer.ngram import head_and_tail
 
-from . import cli, common, distributed, lm, optimizers, publishing, resume, sources
+from . import cli, common, distributed, electra, lm, optimizers, publishing, resume, sources
 from .baselines import linear_baselines
 from .data import ID2LABEL
 from .metrics import classification_metrics
@@ -57,11 +57,12 @@ PRESETS = {
 MIN_STEPS, MAX_STEPS = 1500, 3000
 # --pretrain lm: a causal LM on the train texts (and --unlabeled-file) as training.lm trains one (rotary positions,
 # blocks of max_length tokens), for 0.75 epoch unless --set pretrain_epochs=... says otherwise; the classifier then
-# reads with causal attention. --pretrain mlm: a masked LM on each text's head and tail. Both pre-train as training.lm
-# does (Muon 2e-2 on the hidden matrices, no dropout), so they compare at equal cost; the fine-tuning keeps the
-# preset's optimizer and dropout (training/NOTES.md: the causal LM won).
+# reads with causal attention. --pretrain mlm: a masked LM on each text's head and tail; --pretrain electra: ELECTRA's
+# replaced-token detection on the same inputs (training/electra.py). All pre-train as training.lm does (Muon 2e-2 on
+# the hidden matrices, no dropout), so they compare at equal cost; the fine-tuning keeps the preset's optimizer and
+# dropout (training/NOTES.md: the causal LM won).
 PRETRAINING = dict(optimizer="muon", learning_rate=2e-2, dropout=0.0)
-DEFAULT_PRETRAIN_EPOCHS = {"mlm": 1.0, "lm": 0.75}
+DEFAULT_PRETRAIN_EPOCHS = {"mlm": 1.0, "lm": 0.75, "electra": 1.0}
 
 
 def encode(tokenizer, texts: list[str], max_length: int, head_tokens: int, whole: bool = False) -> list[list[int]]:
@@ -138,13 +139,16 @@ def pretrain(args, preset, tokenizer, texts, labels, output, stopwatch):
         documents = lm.tokenize(tokenizer, texts).remove_columns(["bytes"])
         corpus = documents.map(lm.pack, batched=True, fn_kwargs={"block_size": preset.max_length}, desc="packing")
         collator = DataCollatorForLanguageModeling(tokenizer, mlm=False)
-    elif preset.pretrain == "mlm":
-        model = ScratchformerForMaskedLM(model_config(tokenizer, phase, labels, sparse_prediction=True))
+    elif preset.pretrain in ("mlm", "electra"):
+        if preset.pretrain == "mlm":
+            model = ScratchformerForMaskedLM(model_config(tokenizer, phase, labels, sparse_prediction=True))
+        else:  # the discriminator is the plain Transformer the classifier will read with
+            model = electra.ReplacedTokenDetection(common.model_config(tokenizer, phase))
         corpus = texts.map(lambda batch: {"input_ids": encode(tokenizer, batch["text"], preset.max_length,
                                                               preset.head_tokens)}, batched=True, remove_columns=["text"])
         collator = DataCollatorForLanguageModeling(tokenizer, mlm=True, mlm_probability=0.15)
     else:
-        raise ValueError(f"pretrain={preset.pretrain!r}: expected 'mlm' or 'lm'")
+        raise ValueError(f"pretrain={preset.pretrain!r}: expected 'mlm', 'electra' or 'lm'")
     model = distributed.shard(model, args, work / "pretrain")
     trainer = resume.RecipeTrainer(
         model=model,
@@ -158,7 +162,10 @@ def pretrain(args, preset, tokenizer, texts, labels, output, stopwatch):
     resume.run_phase(trainer, work / "pretrain", args.resume, stopwatch)
 
     def save(folder):  # with its tokenizer: a folder --init-from can start other classifiers from
-        trainer.model.save_pretrained(folder)
+        if isinstance(trainer.model, electra.ReplacedTokenDetection):
+            trainer.model.save_discriminator(folder)  # the generator has done its job
+        else:
+            trainer.model.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
 
     if distributed.is_sharded(trainer):  # gathering the shards takes every process
@@ -192,13 +199,26 @@ def add_arguments(parser) -> None:
     parser.add_argument("--init-from", default=None, metavar="DIR",
                         help="start from this scratchformer folder (a causal LM from training.lm, a masked LM, a "
                              "classifier): its architecture, weights and tokenizer; only the head starts fresh")
-    parser.add_argument("--pretrain", choices=["none", "mlm", "lm"], default=None,
-                        help="pre-train the Transformer on the train texts first: lm (a causal language model) or "
-                             "mlm (masked); none: no pre-training; default: the preset's (lm for cpu-best and gpu, none "
-                             "for cpu-small)")
+    parser.add_argument("--pretrain", choices=["none", "mlm", "electra", "lm"], default=None,
+                        help="pre-train the Transformer on the train texts first: lm (a causal language model), mlm "
+                             "(masked) or electra (replaced-token detection); none: no pre-training; default: the "
+                             "preset's (lm for cpu-best and gpu, none for cpu-small)")
     parser.add_argument("--unlabeled-file", default=None, metavar="PATH",
                         help="more text for pre-training (.txt: a document per line; a folder of .txt files; CSV, "
                              "JSON or Parquet with a text column)")
+
+
+def check_pretraining_flags(args) -> None:
+    """Refuse (sources.DataError) what no run can honour: --init-from with --pretrain, ELECTRA across processes."""
+    if args.init_from and args.pretrain not in (None, "none"):
+        raise sources.DataError(f"--init-from {args.init_from} starts from a trained model: --pretrain "
+                                f"{args.pretrain} would train another one first; choose one of the two")
+    preset = args.preset_values
+    electra_chosen = args.pretrain == "electra" or (args.pretrain is None and preset.pretrain == "electra"
+                                                    and preset.pretrain_epochs > 0)
+    if electra_chosen and args.distributed:
+        raise sources.DataError(f"--pretrain electra trains a generator and a discriminator as one module, in one "
+                                f"process: --distributed {args.distributed} cannot shard it; pre-train with lm or mlm")
 
 
 def starting_point(folder: str):
@@ -255,9 +275,7 @@ def main(argv=None):
 
     resume.enter_phase(output, "data")
     with resume.data_errors_exit(args, output):
-        if args.init_from and args.pretrain not in (None, "none"):
-            raise sources.DataError(f"--init-from {args.init_from} starts from a trained model: --pretrain "
-                                    f"{args.pretrain} would train another one first; choose one of the two")
+        check_pretraining_flags(args)
         start = starting_point(args.init_from) if args.init_from else None
         source, labels = read_data(args)
         texts = pretraining_texts(args, source.splits["train"])

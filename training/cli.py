@@ -42,7 +42,9 @@ class Preset:
     weight_decay: float = 0.01
     warmup: float = 0.06
     pretrain_epochs: float = 0.0  # pre-training on the train texts before fine-tuning (0 = none)
-    pretrain: str = "mlm"  # its objective (classification): "mlm" (masked LM) or "lm" (causal LM, Muon, as training.lm)
+    # Its objective (classification): "mlm" (masked LM), "electra" (replaced-token detection) or "lm" (causal LM, as
+    # training.lm trains one).
+    pretrain: str = "mlm"
     bigram_buckets: int = 0  # hashed (previous token, token) embeddings, fastText-style (ScratchformerConfig; 0 = off)
     ngram_buckets: int = 0  # classifiers: the linear NBSVM-style bag-of-n-grams path (ScratchformerConfig; 0 = off)
     ngram_order: int = 3

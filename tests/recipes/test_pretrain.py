@@ -1,4 +1,4 @@
-"""`python -m training.classify --pretrain lm|mlm [--unlabeled-file F]`: the Transformer is pre-trained on the train
+"""`python -m training.classify --pretrain lm|mlm|electra [--unlabeled-file F]`: the Transformer is pre-trained on the train
 texts (never validation's or test's) plus the unlabelled ones, then fine-tuned from those weights with the same
 architecture; bad combinations and files are refused with one error naming them. (Its resumption after kills is
 tests/recipes/test_chaos.py's.)"""
@@ -88,12 +88,7 @@ def test_classify_pretrains_a_causal_lm_on_real_reviews_and_fine_tunes_from_it(t
 
 
 def test_classify_pretrains_a_masked_lm_as_the_causal_one_is_pretrained_and_fine_tunes_from_it(tmp_path):
-    output = tmp_path / "run"
-    run_recipe("classify", output, "--pretrain", "mlm", "--max-train-samples", "300", "--max-test-samples", "50")
-    metrics = json.loads((output / "metrics.json").read_text())
-    assert (metrics["pretrained"], metrics["pretrain"]) == (True, "mlm")
-    pretrained = output / "work" / "pretrain" / "final"
-    mlm_config, config = (json.loads((folder / "config.json").read_text()) for folder in (pretrained, output))
+    output, pretrained, mlm_config, config = pretrained_run(tmp_path, "mlm")
     assert mlm_config["architectures"] == ["ScratchformerForMaskedLM"] and not mlm_config["is_decoder"]
     # The pre-training phase's settings (classify.PRETRAINING: no dropout), the fine-tuning's own (the preset's 0.1).
     assert (mlm_config["hidden_dropout_prob"], config["hidden_dropout_prob"]) == (0.0, 0.1)
@@ -127,9 +122,23 @@ def test_the_gpu_preset_pretrains_a_causal_lm_and_keeps_the_ngram_path(tmp_path)
     assert len(predicted) == 2 and {row["label"] for row in predicted} <= set(config["label2id"])
 
 
+def pretrained_run(tmp_path, objective: str):
+    """(run folder, pre-trained folder, their two configs) of a small classify run on real reviews that pre-trains
+    with `objective` first."""
+    output = tmp_path / "run"
+    run_recipe("classify", output, "--pretrain", objective, "--max-train-samples", "300", "--max-test-samples", "50")
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert (metrics["pretrained"], metrics["pretrain"]) == (True, objective)
+    pretrained = output / "work" / "pretrain" / "final"
+    pretrained_config, config = (json.loads((folder / "config.json").read_text()) for folder in (pretrained, output))
+    return output, pretrained, pretrained_config, config
+
+
 def assert_fine_tuned_from(output, pretrained):
     """Fine-tuning started from the pre-trained model: its body moved away from those weights, but not far."""
     body, start = load_file(output / "model.safetensors"), load_file(pretrained / "model.safetensors")
+    if not any(name.startswith("model.") for name in start):  # a bare ScratchformerModel's names lack the prefix
+        start = {f"model.{name}": weight for name, weight in start.items()}
     shared = [name for name in body if name.startswith("model.layers.")]
     assert shared and all(name in start for name in shared)
     moved = [float((body[name] - start[name]).norm() / start[name].norm()) for name in shared if start[name].dim() == 2]
@@ -141,6 +150,18 @@ def refusal(tmp_path, *flags) -> str:
     message = refused_classify_run(output, *flags)
     assert not (output / "metrics.json").exists()
     return message
+
+
+def test_classify_pretrains_with_replaced_token_detection_and_keeps_only_the_discriminator(tmp_path):
+    output, pretrained, discriminator, config = pretrained_run(tmp_path, "electra")
+    assert discriminator["architectures"] == ["ScratchformerModel"] and not discriminator["is_decoder"]
+    assert not config["is_decoder"] and config["classifier_pooling"] == "mean"
+    assert not any("generator" in name for name in load_file(pretrained / "model.safetensors"))
+    # The checkpoints hold both models; the final folder is a starting point for --init-from like any other.
+    assert any(name.startswith("generator.") for name in load_file(
+        Path(get_last_checkpoint(output / "work" / "pretrain")) / "model.safetensors"))
+    assert classify.starting_point(str(pretrained))[1].hidden_size == config["hidden_size"]
+    assert_fine_tuned_from(output, pretrained)
 
 
 def test_bad_pretraining_flags_are_refused_naming_the_problem(tmp_path):
