@@ -7,7 +7,7 @@
                                                               per token, a yes/no score: "was this token replaced?"
 
 A masked LM learns from the 15 % of tokens it masks; the discriminator learns from every token, and needs no
-vocabulary-sized output layer (at `cpu-best`'s size that layer is ~70 % of a causal-LM step). The generator is trained
+vocabulary-sized output layer (at `cpu-best`'s size that layer and its loss are ~70 % of a causal-LM training step on CPU). The generator is trained
 as a masked LM at the same time; its samples are plausible, so telling them from the original is a hard task.
 Only the discriminator is kept: `save_discriminator` writes it as a plain `ScratchformerModel` folder, which any
 scratchformer head loads (`--init-from`, or the classifier right after this phase).
@@ -21,8 +21,8 @@ from torch import nn
 
 from scratchformer import ScratchformerConfig, ScratchformerForMaskedLM, ScratchformerModel
 
-# The paper's weight of the detection loss against the generator's masked-LM loss (its Table 7: 50), and its
-# advice for the generator: a quarter to half the discriminator's width works best. Half, as at this small size a
+# The paper's weight of the detection loss against the generator's masked-LM loss (lambda = 50), and its finding
+# for the generator: a quarter to half the discriminator's size works best. Half, as at this small size a
 # quarter (32 wide) would leave the generator little to learn with.
 DETECTION_LOSS_WEIGHT = 50.0
 GENERATOR_WIDTH_FRACTION = 0.5
