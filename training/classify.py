@@ -145,7 +145,8 @@ def pretrain(args, preset, tokenizer, texts, labels, output, stopwatch):
         else:  # the discriminator is the plain Transformer the classifier will read with
             model = electra.ReplacedTokenDetection(common.model_config(tokenizer, phase))
         corpus = texts.map(lambda batch: {"input_ids": encode(tokenizer, batch["text"], preset.max_length,
-                                                              preset.head_tokens)}, batched=True, remove_columns=["text"])
+                                                              preset.head_tokens)},
+                           batched=True, remove_columns=["text"])
         collator = DataCollatorForLanguageModeling(tokenizer, mlm=True, mlm_probability=0.15)
     else:
         raise ValueError(f"pretrain={preset.pretrain!r}: expected 'mlm', 'electra' or 'lm'")

@@ -7,8 +7,9 @@
                                                               per token, a yes/no score: "was this token replaced?"
 
 A masked LM learns from the 15 % of tokens it masks; the discriminator learns from every token, and needs no
-vocabulary-sized output layer (at `cpu-best`'s size that layer and its loss are ~70 % of a causal-LM training step on CPU). The generator is trained
-as a masked LM at the same time; its samples are plausible, so telling them from the original is a hard task.
+vocabulary-sized output layer (at `cpu-best`'s size that layer and its loss are ~70 % of a causal-LM training step
+on CPU). The generator is trained as a masked LM at the same time; its samples are plausible, so telling them from
+the original is a hard task.
 Only the discriminator is kept: `save_discriminator` writes it as a plain `ScratchformerModel` folder, which any
 scratchformer head loads (`--init-from`, or the classifier right after this phase).
 """
