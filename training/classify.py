@@ -202,8 +202,9 @@ def add_arguments(parser) -> None:
                              "classifier): its architecture, weights and tokenizer; only the head starts fresh")
     parser.add_argument("--pretrain", choices=["none", "mlm", "electra", "lm"], default=None,
                         help="pre-train the Transformer on the train texts first: lm (a causal language model), mlm "
-                             "(masked) or electra (replaced-token detection); none: no pre-training; default: the "
-                             "preset's (lm for cpu-best and gpu, none for cpu-small)")
+                             "(masked) or electra (replaced-token detection: its discriminator collapsed at the CPU "
+                             "presets' size, training/NOTES.md); none: no pre-training; default: the preset's (lm for "
+                             "cpu-best and gpu, none for cpu-small)")
     parser.add_argument("--unlabeled-file", default=None, metavar="PATH",
                         help="more text for pre-training (.txt: a document per line; a folder of .txt files; CSV, "
                              "JSON or Parquet with a text column)")
