@@ -23,8 +23,8 @@ from torch import nn
 from scratchformer import ScratchformerConfig, ScratchformerForMaskedLM, ScratchformerModel
 
 # The paper's weight of the detection loss against the generator's masked-LM loss (lambda = 50), and its finding
-# for the generator: a quarter to half the discriminator's size works best. Half, as at this small size a
-# quarter (32 wide) would leave the generator little to learn with.
+# for the generator: a quarter to half the discriminator's size works best. Half; a quarter was screened too, and the
+# discriminator collapsed with either (training/NOTES.md).
 DETECTION_LOSS_WEIGHT = 50.0
 GENERATOR_WIDTH_FRACTION = 0.5
 
