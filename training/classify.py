@@ -25,7 +25,7 @@ from transformers import DataCollatorForLanguageModeling, DataCollatorWithPaddin
 from scratchformer import ScratchformerForCausalLM, ScratchformerForMaskedLM, ScratchformerForSequenceClassification
 from scratchformer.ngram import head_and_tail
 
-from . import cli, common, distributed, electra, lm, optimizers, publishing, resume, sources
+from . import adaptive_softmax, cli, common, distributed, electra, lm, optimizers, publishing, resume, sources
 from .baselines import linear_baselines
 from .data import ID2LABEL
 from .metrics import classification_metrics
@@ -63,6 +63,7 @@ MIN_STEPS, MAX_STEPS = 1500, 3000
 # dropout (training/NOTES.md: the causal LM won).
 PRETRAINING = dict(optimizer="muon", learning_rate=2e-2, dropout=0.0)
 DEFAULT_PRETRAIN_EPOCHS = {"mlm": 1.0, "lm": 0.75, "electra": 1.0}
+PRETRAIN_SOFTMAXES = ("full", "adaptive")  # the causal LM's output layer (cli.Preset.pretrain_softmax)
 
 
 def encode(tokenizer, texts: list[str], max_length: int, head_tokens: int, whole: bool = False) -> list[list[int]]:
@@ -135,9 +136,14 @@ def pretrain(args, preset, tokenizer, texts, labels, output, stopwatch):
     set_seed(args.seed)  # weight initialisation happens before Trainer seeds anything
     phase = replace(preset, **PRETRAINING)
     if preset.pretrain == "lm":
-        model = ScratchformerForCausalLM(common.model_config(tokenizer, phase, is_decoder=True))
         documents = lm.tokenize(tokenizer, texts).remove_columns(["bytes"])
         corpus = documents.map(lm.pack, batched=True, fn_kwargs={"block_size": preset.max_length}, desc="packing")
+        config = common.model_config(tokenizer, phase, is_decoder=True)
+        if preset.pretrain_softmax == "adaptive":  # its clusters follow the corpus's token frequencies
+            counts = np.bincount(np.ravel(corpus.with_format("numpy")[:]["input_ids"]), minlength=config.vocab_size)
+            model = adaptive_softmax.AdaptiveSoftmaxLM(config, counts)
+        else:
+            model = ScratchformerForCausalLM(config)
         collator = DataCollatorForLanguageModeling(tokenizer, mlm=False)
     elif preset.pretrain in ("mlm", "electra"):
         if preset.pretrain == "mlm":
@@ -165,6 +171,8 @@ def pretrain(args, preset, tokenizer, texts, labels, output, stopwatch):
     def save(folder):  # with its tokenizer: a folder --init-from can start other classifiers from
         if isinstance(trainer.model, electra.ReplacedTokenDetection):
             trainer.model.save_discriminator(folder)  # the generator has done its job
+        elif isinstance(trainer.model, adaptive_softmax.AdaptiveSoftmaxLM):
+            trainer.model.save_transformer(folder)  # the classifier reads the Transformer, not the output layer
         else:
             trainer.model.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
@@ -216,11 +224,16 @@ def check_pretraining_flags(args) -> None:
         raise sources.DataError(f"--init-from {args.init_from} starts from a trained model: --pretrain "
                                 f"{args.pretrain} would train another one first; choose one of the two")
     preset = args.preset_values
-    electra_chosen = args.pretrain == "electra" or (args.pretrain is None and preset.pretrain == "electra"
-                                                    and preset.pretrain_epochs > 0)
-    if electra_chosen and args.distributed:
+    if preset.pretrain_softmax not in PRETRAIN_SOFTMAXES:
+        raise sources.DataError(f"--set pretrain_softmax={preset.pretrain_softmax}: expected one of "
+                                f"{', '.join(PRETRAIN_SOFTMAXES)}")
+    chosen = args.pretrain or (preset.pretrain if preset.pretrain_epochs > 0 else "none")
+    if chosen == "electra" and args.distributed:
         raise sources.DataError(f"--pretrain electra trains a generator and a discriminator as one module, in one "
                                 f"process: --distributed {args.distributed} cannot shard it; pre-train with lm or mlm")
+    if chosen == "lm" and preset.pretrain_softmax == "adaptive" and args.distributed:
+        raise sources.DataError(f"pretrain_softmax=adaptive is the recipe's own module, trained in one process: "
+                                f"--distributed {args.distributed} cannot shard it; add --set pretrain_softmax=full")
 
 
 def starting_point(folder: str):

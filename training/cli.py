@@ -45,6 +45,9 @@ class Preset:
     # Its objective (classification): "mlm" (masked LM), "electra" (replaced-token detection) or "lm" (causal LM, as
     # training.lm trains one).
     pretrain: str = "mlm"
+    # The causal LM's output layer in pre-training: "full" (a softmax over the vocabulary) or "adaptive" (frequent
+    # tokens at full width, rare ones in narrower clusters: training/adaptive_softmax.py).
+    pretrain_softmax: str = "full"
     bigram_buckets: int = 0  # hashed (previous token, token) embeddings, fastText-style (ScratchformerConfig; 0 = off)
     ngram_buckets: int = 0  # classifiers: the linear NBSVM-style bag-of-n-grams path (ScratchformerConfig; 0 = off)
     ngram_order: int = 3

@@ -16,8 +16,8 @@ def hidden_matrices(model: torch.nn.Module) -> list[torch.nn.Parameter]:
     classifier (any model: ours, GPT-2's Conv1D, BERT)."""
     outside = {id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
     output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    if output is not None:
-        outside.add(id(output.weight))
+    if output is not None:  # all of it: an adaptive softmax has several matrices
+        outside.update(id(p) for p in output.parameters())
     return [p for name, p in model.named_parameters() if p.requires_grad and p.ndim == 2 and id(p) not in outside
             and "classifier" not in name and not name.startswith("score")]
 

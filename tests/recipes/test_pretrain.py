@@ -122,11 +122,12 @@ def test_the_gpu_preset_pretrains_a_causal_lm_and_keeps_the_ngram_path(tmp_path)
     assert len(predicted) == 2 and {row["label"] for row in predicted} <= set(config["label2id"])
 
 
-def pretrained_run(tmp_path, objective: str):
+def pretrained_run(tmp_path, objective: str, *flags):
     """(run folder, pre-trained folder, their two configs) of a small classify run on real reviews that pre-trains
     with `objective` first."""
     output = tmp_path / "run"
-    run_recipe("classify", output, "--pretrain", objective, "--max-train-samples", "300", "--max-test-samples", "50")
+    run_recipe("classify", output, "--pretrain", objective, *flags, "--max-train-samples", "300",
+               "--max-test-samples", "50")
     metrics = json.loads((output / "metrics.json").read_text())
     assert (metrics["pretrained"], metrics["pretrain"]) == (True, objective)
     pretrained = output / "work" / "pretrain" / "final"
@@ -161,6 +162,19 @@ def test_classify_pretrains_with_replaced_token_detection_and_keeps_only_the_dis
     assert any(name.startswith("generator.") for name in load_file(
         Path(get_last_checkpoint(output / "work" / "pretrain")) / "model.safetensors"))
     assert classify.starting_point(str(pretrained))[1].hidden_size == config["hidden_size"]
+    assert_fine_tuned_from(output, pretrained)
+
+
+def test_classify_pretrains_a_causal_lm_through_an_adaptive_softmax_and_keeps_only_the_transformer(tmp_path):
+    output, pretrained, lm_config, config = pretrained_run(tmp_path, "lm", "--set", "pretrain_softmax=adaptive")
+    assert lm_config["architectures"] == ["ScratchformerModel"] and lm_config["is_decoder"]
+    assert config["is_decoder"] and config["classifier_pooling"] == "last"
+    assert json.loads((output / "metrics.json").read_text())["preset_values"]["pretrain_softmax"] == "adaptive"
+    assert not any(name.startswith("output.") for name in load_file(pretrained / "model.safetensors"))
+    # The checkpoints hold the output layer and the frequency ranks; the final folder, the Transformer alone.
+    checkpoint = load_file(Path(get_last_checkpoint(output / "work" / "pretrain")) / "model.safetensors")
+    assert "rank" in checkpoint and any(name.startswith("output.tail.") for name in checkpoint)
+    assert classify.starting_point(str(pretrained))[1].is_decoder
     assert_fine_tuned_from(output, pretrained)
 
 
