@@ -99,6 +99,31 @@ def train_briefly(model, tokenizer, texts, labels=None, steps=40):
     return model.eval()
 
 
+def assert_one_step_trains(model, loss, parts) -> None:
+    """One Muon + AdamW step (the recipes' pre-training optimizer) on `loss` moves some weight under each name prefix
+    in `parts`."""
+    from training.optimizers import MuonWithAdamW
+
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    optimizer = MuonWithAdamW(model, 1e-2, 0.0)
+    loss.backward()
+    optimizer.step()
+    for part in parts:
+        moved = [not torch.equal(p, before[name]) for name, p in model.named_parameters() if name.startswith(part)]
+        assert moved and any(moved), part
+
+
+def assert_saved_alone(save, folder, kept):
+    """save(folder) writes the module `kept` alone, as a ScratchformerModel folder that reloads equal; its config."""
+    from scratchformer import ScratchformerModel
+
+    save(folder)
+    saved = ScratchformerModel.from_pretrained(folder)
+    for name, weight in saved.state_dict().items():
+        assert torch.equal(weight, kept.state_dict()[name]), name
+    return saved.config
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -8,11 +8,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from conftest import assert_one_step_trains, assert_saved_alone
 from safetensors.torch import save_file
 
-from scratchformer import ScratchformerConfig, ScratchformerModel
+from scratchformer import ScratchformerConfig
 from training import adaptive_softmax, classify, sources
-from training.optimizers import MuonWithAdamW, hidden_matrices
+from training.optimizers import hidden_matrices
 
 
 def tiny_config(**settings) -> ScratchformerConfig:
@@ -70,18 +71,10 @@ def test_a_step_trains_the_transformer_keeps_the_output_layer_out_of_muon_and_sa
     assert not muon & {id(p) for p in model.output.parameters()}  # the head and every cluster's matrices
     assert id(model.transformer.layers[0].mlp.fc_in.weight) in muon
     input_ids = torch.randint(0, 64, (4, 16))
-    before = {name: p.detach().clone() for name, p in model.named_parameters()}
-    optimizer = MuonWithAdamW(model, 1e-2, 0.0)
-    model(input_ids=input_ids, labels=input_ids)["loss"].backward()
-    optimizer.step()
-    for part in ("transformer.embeddings.", "transformer.layers.0.", "transformer.layers.1.", "output.head."):
-        moved = [not torch.equal(p, before[name]) for name, p in model.named_parameters() if name.startswith(part)]
-        assert moved and any(moved), part
-    model.save_transformer(tmp_path / "transformer")
-    saved = ScratchformerModel.from_pretrained(tmp_path / "transformer")
-    assert saved.config.is_decoder and saved.config.position_embedding_type == "rotary"
-    for name, weight in saved.state_dict().items():
-        assert torch.equal(weight, model.transformer.state_dict()[name]), name
+    assert_one_step_trains(model, model(input_ids=input_ids, labels=input_ids)["loss"],
+                           ("transformer.embeddings.", "transformer.layers.0.", "transformer.layers.1.", "output.head."))
+    saved = assert_saved_alone(model.save_transformer, tmp_path / "transformer", model.transformer)
+    assert saved.is_decoder and saved.position_embedding_type == "rotary"
     with pytest.raises(ValueError, match="is_decoder"):
         adaptive_softmax.AdaptiveSoftmaxLM(tiny_config(is_decoder=False), zipf_counts(64))
     with pytest.raises(ValueError, match="63 token counts"):

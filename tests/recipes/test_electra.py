@@ -7,12 +7,13 @@ from dataclasses import replace
 
 import pytest
 import torch
+from conftest import assert_one_step_trains, assert_saved_alone
 from safetensors.torch import save_file
 from transformers import DataCollatorForLanguageModeling
 
-from scratchformer import ScratchformerConfig, ScratchformerModel
+from scratchformer import ScratchformerConfig
 from training import classify, electra, sources
-from training.optimizers import MuonWithAdamW, hidden_matrices
+from training.optimizers import hidden_matrices
 
 MASK, PAD = 3, 0
 
@@ -62,18 +63,9 @@ def test_a_training_step_on_collated_batches_trains_both_models_and_saves_the_di
     output = model(**batch)
     assert torch.allclose(output["loss"], output["generator_loss"] + electra.DETECTION_LOSS_WEIGHT
                           * output["detection_loss"])
-    before = {name: p.detach().clone() for name, p in model.named_parameters()}
-    optimizer = MuonWithAdamW(model, 1e-2, 0.0)
-    output["loss"].backward()
-    optimizer.step()
-    for part in ("generator.model.layers.0.", "discriminator.layers.1.", "dense.", "classifier."):
-        moved = [not torch.equal(p, before[name]) for name, p in model.named_parameters() if name.startswith(part)]
-        assert moved and any(moved), part
-    model.save_discriminator(tmp_path / "discriminator")
-    saved = ScratchformerModel.from_pretrained(tmp_path / "discriminator")
-    assert not saved.config.is_decoder
-    for name, weight in saved.state_dict().items():
-        assert torch.equal(weight, model.discriminator.state_dict()[name]), name
+    assert_one_step_trains(model, output["loss"],
+                           ("generator.model.layers.0.", "discriminator.layers.1.", "dense.", "classifier."))
+    assert not assert_saved_alone(model.save_discriminator, tmp_path / "discriminator", model.discriminator).is_decoder
 
 
 def test_electra_across_processes_is_refused_before_any_work_naming_the_flags():
