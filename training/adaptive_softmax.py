@@ -8,9 +8,10 @@ Transformer cheaply: `--set pretrain_softmax=adaptive` with `--pretrain lm`.
 
 At `cpu-best`'s size (C = 128, V = 16,000) the full vocabulary layer and its loss are ~70 % of a causal-LM training
 step on CPU: every position scores all 16,000 tokens three times (forward, and two products backward). Token
-frequencies are Zipfian: the 2,000 most frequent BPE tokens are most of the text, so the head scores those at full
-width and the rare ones go through narrower, rarely-used clusters. The likelihood stays exact (the head's cluster
-probability times the in-cluster one); the Transformer below it is the same model.
+frequencies fall steeply with rank (Zipf's law), so the head scores the frequent tokens at full width and the rare
+ones go through narrower, rarely-used clusters: a step took 0.57x the full softmax's there (training/NOTES.md). The
+likelihood stays exact (the head's cluster probability times the in-cluster one); the Transformer below it is the
+same model.
 Only the Transformer is kept: `save_transformer` writes a plain `ScratchformerModel` folder (causal), which the
 classifier loads as it loads a causal LM's body.
 """
