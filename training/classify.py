@@ -169,12 +169,9 @@ def pretrain(args, preset, tokenizer, texts, labels, output, stopwatch):
     resume.run_phase(trainer, work / "pretrain", args.resume, stopwatch)
 
     def save(folder):  # with its tokenizer: a folder --init-from can start other classifiers from
-        if isinstance(trainer.model, electra.ReplacedTokenDetection):
-            trainer.model.save_discriminator(folder)  # the generator has done its job
-        elif isinstance(trainer.model, adaptive_softmax.AdaptiveSoftmaxLM):
-            trainer.model.save_transformer(folder)  # the classifier reads the Transformer, not the output layer
-        else:
-            trainer.model.save_pretrained(folder)
+        # The recipe's own objectives (ELECTRA, the adaptive softmax) keep only the Transformer the classifier reads;
+        # a scratchformer LM is saved whole, as `training.lm` saves it.
+        getattr(trainer.model, "save_transformer", trainer.model.save_pretrained)(folder)
         tokenizer.save_pretrained(folder)
 
     if distributed.is_sharded(trainer):  # gathering the shards takes every process

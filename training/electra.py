@@ -10,7 +10,7 @@ A masked LM learns from the 15 % of tokens it masks; the discriminator learns fr
 vocabulary-sized output layer (at `cpu-best`'s size that layer and its loss are ~70 % of a causal-LM training step
 on CPU). The generator is trained as a masked LM at the same time; its samples are plausible, so telling them from
 the original is a hard task.
-Only the discriminator is kept: `save_discriminator` writes it as a plain `ScratchformerModel` folder, which any
+Only the discriminator is kept: `save_transformer` writes it as a plain `ScratchformerModel` folder, which any
 scratchformer head loads (`--init-from`, or the classifier right after this phase).
 """
 
@@ -101,6 +101,7 @@ class ReplacedTokenDetection(nn.Module):
         loss = generated.loss + DETECTION_LOSS_WEIGHT * detection_loss
         return {"loss": loss, "generator_loss": generated.loss.detach(), "detection_loss": detection_loss.detach()}
 
-    def save_discriminator(self, folder) -> None:
-        """The discriminator alone, as a ScratchformerModel folder (config.json + model.safetensors)."""
+    def save_transformer(self, folder) -> None:
+        """The discriminator alone, as a ScratchformerModel folder (config.json + model.safetensors): the generator
+        has done its job."""
         self.discriminator.save_pretrained(folder)

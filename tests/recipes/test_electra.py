@@ -65,7 +65,7 @@ def test_a_training_step_on_collated_batches_trains_both_models_and_saves_the_di
                           * output["detection_loss"])
     assert_one_step_trains(model, output["loss"],
                            ("generator.model.layers.0.", "discriminator.layers.1.", "dense.", "classifier."))
-    assert not assert_saved_alone(model.save_discriminator, tmp_path / "discriminator", model.discriminator).is_decoder
+    assert not assert_saved_alone(model.save_transformer, tmp_path / "discriminator", model.discriminator).is_decoder
 
 
 def test_electra_across_processes_is_refused_before_any_work_naming_the_flags():
