@@ -82,8 +82,9 @@ def test_a_step_trains_the_transformer_keeps_the_output_layer_out_of_muon_and_sa
 
 
 def test_an_unknown_softmax_and_the_adaptive_one_across_processes_are_refused_naming_the_flags():
-    def flags(chosen, distributed, **preset):
+    def flags(chosen, distributed, **preset):  # each preset value given as --set KEY=VALUE
         return Namespace(init_from=None, pretrain=chosen, distributed=distributed,
+                         set=[f"{key}={value}" for key, value in preset.items()],
                          preset_values=replace(classify.PRESETS["tiny"], **preset))
 
     with pytest.raises(sources.DataError, match="pretrain_softmax=sampled: expected one of full, adaptive"):
@@ -95,3 +96,6 @@ def test_an_unknown_softmax_and_the_adaptive_one_across_processes_are_refused_na
     classify.check_pretraining_flags(flags("lm", None, pretrain_softmax="adaptive"))
     classify.check_pretraining_flags(flags("mlm", "fsdp=2", pretrain_softmax="adaptive"))  # no causal LM: no softmax
     classify.check_pretraining_flags(flags("none", "fsdp=2", pretrain="lm", pretrain_softmax="adaptive"))
+    presets_own = flags(None, "fsdp=2", pretrain="lm", pretrain_softmax="adaptive")
+    presets_own.set = []  # as cpu-best's: with_pretraining falls back to the full softmax, nothing to refuse
+    classify.check_pretraining_flags(presets_own)

@@ -22,6 +22,11 @@ pytestmark = pytest.mark.slow  # whole recipe runs: skipped by -m "not slow"
 ODD_TEXTS = ["Ünïcödé, emoji 🎬 and\ttabs: still a review", "x" * 5000, "مرحبا بالفيلم", "line one\nline two"]
 
 
+def flags(pretrain, *assignments, distributed=None):
+    """The command-line flags `classify.with_pretraining` reads: --pretrain, each --set, --distributed."""
+    return Namespace(pretrain=pretrain, set=list(assignments), distributed=distributed)
+
+
 def test_pretraining_reads_the_train_texts_and_the_unlabeled_file_never_validation(tmp_path):
     unlabeled = tmp_path / "more.jsonl"
     unlabeled.write_text("".join(json.dumps({"body": text, "id": i}) + "\n" for i, text in enumerate(ODD_TEXTS)))
@@ -34,31 +39,36 @@ def test_pretraining_reads_the_train_texts_and_the_unlabeled_file_never_validati
 
 def test_the_pretrain_flag_sets_the_objective_and_a_causal_lm_reads_with_rotary_positions():
     preset = classify.PRESETS["cpu-small"]
-    lm = classify.with_pretraining(Namespace(pretrain="lm", set=[]), preset)
+    lm = classify.with_pretraining(flags("lm"), preset)
     assert (lm.pretrain, lm.pretrain_epochs, lm.position_embedding_type) == ("lm", 0.75, "rotary")
     assert lm.classifier_pooling == "last"  # a causal classifier reads its last token, which has seen the whole text
     assert classify.model_config(_tokenizer(), lm, ["a", "b"]).is_decoder
-    kept = classify.with_pretraining(Namespace(pretrain="lm", set=["position_embedding_type=learned",
-                                                                   "classifier_pooling=mean"]),
+    kept = classify.with_pretraining(flags("lm", "position_embedding_type=learned", "classifier_pooling=mean"),
                                      classify.PRESETS["cpu-small"])
     assert (kept.position_embedding_type, kept.classifier_pooling) == ("learned", "mean")
-    assert classify.with_pretraining(Namespace(pretrain="mlm", set=[]), preset).classifier_pooling == "mean"
+    assert classify.with_pretraining(flags("mlm"), preset).classifier_pooling == "mean"
     tiny = classify.PRESETS["tiny"]  # masked-LM pre-training by default
-    assert classify.with_pretraining(Namespace(pretrain="none", set=[]), tiny).pretrain_epochs == 0
-    assert classify.with_pretraining(Namespace(pretrain=None, set=[]), tiny) == tiny
+    assert classify.with_pretraining(flags("none"), tiny).pretrain_epochs == 0
+    assert classify.with_pretraining(flags(None), tiny) == tiny
     assert not classify.model_config(_tokenizer(), tiny, ["a", "b"]).is_decoder
 
 
 def test_a_preset_that_pretrains_a_causal_lm_reads_causally_and_pretrain_none_gives_the_plain_encoder():
     preset = classify.PRESETS["cpu-best"]  # 4.3 epochs of causal LM first
     assert (preset.pretrain, preset.pretrain_epochs) == ("lm", 4.3)
-    causal = classify.with_pretraining(Namespace(pretrain=None, set=[]), preset)
+    causal = classify.with_pretraining(flags(None), preset)
     assert (causal.pretrain_epochs, causal.position_embedding_type, causal.classifier_pooling) == (4.3, "rotary", "last")
     assert classify.model_config(_tokenizer(), causal, ["a", "b"]).is_decoder
-    plain = classify.with_pretraining(Namespace(pretrain="none", set=[]), preset)
+    assert causal.pretrain_softmax == "adaptive"  # its 60 minutes: 0.57x the full softmax's step
+    # Across processes the preset's LM falls back to the output layer DistributedConfig shards; the user's own
+    # --set pretrain_softmax=adaptive stays, for check_pretraining_flags to refuse.
+    assert classify.with_pretraining(flags(None, distributed="fsdp=2"), preset).pretrain_softmax == "full"
+    chosen = flags(None, "pretrain_softmax=adaptive", distributed="fsdp=2")
+    assert classify.with_pretraining(chosen, preset).pretrain_softmax == "adaptive"
+    plain = classify.with_pretraining(flags("none"), preset)
     assert (plain.pretrain_epochs, plain.position_embedding_type, plain.classifier_pooling) == (0, "learned", "mean")
     assert not classify.model_config(_tokenizer(), plain, ["a", "b"]).is_decoder
-    masked = classify.with_pretraining(Namespace(pretrain="mlm", set=[]), preset)  # the preset's passes, masked
+    masked = classify.with_pretraining(flags("mlm"), preset)  # the preset's passes, masked
     assert (masked.pretrain, masked.pretrain_epochs, masked.classifier_pooling) == ("mlm", 4.3, "mean")
 
 
@@ -102,7 +112,7 @@ def test_classify_pretrains_a_masked_lm_as_the_causal_one_is_pretrained_and_fine
 def test_the_gpu_preset_pretrains_a_causal_lm_and_keeps_the_ngram_path(tmp_path):
     """The gpu preset's combination (causal-LM pre-training, the n-gram path, last-token pooling), shrunk to CPU size
     on real reviews: what a lent GPU would run, minus the sizes and bf16."""
-    preset = classify.with_pretraining(Namespace(pretrain=None, set=[]), classify.PRESETS["gpu"])
+    preset = classify.with_pretraining(flags(None), classify.PRESETS["gpu"])
     assert (preset.pretrain, preset.classifier_pooling, preset.bf16) == ("lm", "last", True) and preset.ngram_buckets
     shrunk = dict(vocab_size=400, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
                   max_length=64, head_tokens=16, ngram_buckets=4096, pretrain_epochs=1, epochs=1, batch_size=8)
