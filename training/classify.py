@@ -178,7 +178,10 @@ def pretrain(args, preset, tokenizer, texts, labels, output, stopwatch):
     def save(folder):  # with its tokenizer: a folder --init-from can start other classifiers from
         # The recipe's own objectives (ELECTRA, the adaptive softmax) keep only the Transformer the classifier reads;
         # a scratchformer LM is saved whole, as `training.lm` saves it.
-        getattr(trainer.model, "save_transformer", trainer.model.save_pretrained)(folder)
+        if hasattr(trainer.model, "save_transformer"):
+            trainer.model.save_transformer(folder)
+        else:
+            trainer.model.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
 
     if distributed.is_sharded(trainer):  # gathering the shards takes every process
